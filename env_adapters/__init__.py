@@ -1,0 +1,23 @@
+"""Text games behind one interface, and the verl agent loop that plays them."""
+
+from env_adapters.base import (
+    GameState,
+    TaskSpec,
+    TextGame,
+    make_game,
+    register_game,
+    register_task_set,
+    task_set,
+    task_set_names,
+)
+
+__all__ = [
+    "GameState",
+    "TaskSpec",
+    "TextGame",
+    "make_game",
+    "register_game",
+    "register_task_set",
+    "task_set",
+    "task_set_names",
+]
