@@ -21,3 +21,4 @@ __all__ = [
     "task_set",
     "task_set_names",
 ]
+import env_adapters.synthetic  # noqa: F401,E402
