@@ -19,17 +19,16 @@ from pathlib import Path
 from env_adapters.base import TaskSpec, make_game, task_set, task_set_names
 
 BOILERPLATE = [
-    "You are an agent playing a text game. Reach the goal in as few turns as possible.",
+    "You are an agent in a text game. Read the task and the observation, then choose the next "
+    "action. Reply with exactly one action inside tags, for example: <action>look around</action>",
     "Task:",
-    "Admissible actions:",
+    "Recent turns:",
+    "Turn 1: action: look around",
     "Observation:",
-    "Previous turns:",
-    "Turn",
-    "Action:",
+    "Turn 1 of 30. Current observation:",
+    "Admissible actions:",
+    "Your action (inside <action></action>):",
     "Your action was invalid. Choose one of the admissible actions.",
-    "Answer with exactly one action inside <action> and </action>, for example "
-    "<action>look around</action>.",
-    "Think step by step, then give your action.",
 ]
 
 
