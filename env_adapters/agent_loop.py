@@ -1,0 +1,169 @@
+"""The verl agent loop that plays any registered text game: ``agent_name: text_game``.
+
+Configured by a top-level ``env:`` section of the verl config (verl ignores it)::
+
+    env:
+      max_turns: 30          # EpisodeSettings fields (see env_adapters.episode)
+      history_turns: 3
+      success_reward: 10.0
+      invalid_penalty: 0.1
+      parser: strict         # or lenient
+      isolate: false         # run each game in a worker subprocess (crash/hang protection)
+      step_timeout: 60       # seconds, with isolate
+      games:                 # constructor kwargs per game name
+        sciworld: {simplification: easy, env_step_limit: 100}
+
+Each dataset row names its task in ``extra_info`` (game, task, variation, seed, task_type).
+The loop returns one ``AgentLoopOutput`` per turn (verl's v1 path keys them
+``{uid}_{session}_{turn}``); the trajectory's reward and outcome ride on every output, and
+``reward_extra_info`` carries success / return / score / turns for verl's metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from typing import Any
+from uuid import uuid4
+
+from omegaconf import OmegaConf
+from verl.experimental.agent_loop.agent_loop import (
+    AgentLoopBase,
+    AgentLoopMetrics,
+    AgentLoopOutput,
+    register,
+)
+
+from env_adapters.base import TaskSpec, TextGame, make_game
+from env_adapters.episode import EpisodeSettings, play_episode
+
+AGENT_NAME = "text_game"
+_EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="text-game")
+"""Game calls block (JVM, TextWorld); a large pool lets every episode of a batch step at once."""
+
+
+class GamePool:
+    """Idle game objects per (game, settings), reused across episodes of this worker process:
+    a JVM or game engine starts once, not once per episode."""
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list[TextGame]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, name: str, kwargs: dict[str, Any], isolate: bool, timeout: float) -> TextGame:
+        key = repr((name, sorted(kwargs.items()), isolate, timeout))
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop()
+        if isolate:
+            from env_adapters.isolated import IsolatedGame
+
+            game: TextGame = IsolatedGame(name, kwargs, step_timeout=timeout, reset_timeout=timeout)
+        else:
+            game = make_game(name, **kwargs)
+        game._pool_key = key  # type: ignore[attr-defined]
+        return game
+
+    def release(self, game: TextGame) -> None:
+        with self._lock:
+            self._idle.setdefault(game._pool_key, []).append(game)  # type: ignore[attr-defined]
+
+
+POOL = GamePool()
+
+
+def task_from_row(kwargs: dict[str, Any]) -> TaskSpec:
+    """The task a dataset row names (``extra_info`` written by ``env_adapters.dataset``)."""
+    info = kwargs.get("extra_info") or {}
+    if hasattr(info, "items"):
+        info = dict(info.items())
+    missing = [k for k in ("game", "task") if k not in info]
+    if missing:
+        raise KeyError(
+            f"dataset row has no {missing} in extra_info: build the parquet files with "
+            "`python -m env_adapters.dataset` (rows must name game, task, variation, seed)"
+        )
+    return TaskSpec(
+        game=str(info["game"]),
+        task=str(info["task"]),
+        variation=int(info.get("variation", 0)),
+        seed=int(info.get("seed", 0)),
+        task_type=str(info.get("task_type", "")),
+    )
+
+
+def env_settings(config: Any) -> tuple[EpisodeSettings, dict[str, Any]]:
+    """EpisodeSettings and the remaining loop options from the ``env:`` section."""
+    raw = config.get("env") if config is not None else None
+    raw = OmegaConf.to_container(raw, resolve=True) if raw is not None else {}
+    names = {f.name for f in fields(EpisodeSettings)}
+    settings = EpisodeSettings(**{k: v for k, v in raw.items() if k in names})
+    options = {
+        "isolate": bool(raw.get("isolate", False)),
+        "step_timeout": float(raw.get("step_timeout", 60.0)),
+        "games": raw.get("games", {}) or {},
+    }
+    unknown = set(raw) - names - set(options)
+    if unknown:
+        raise ValueError(f"unknown key(s) env.{sorted(unknown)}; valid: {sorted(names | set(options))}")
+    return settings, options
+
+
+@register(AGENT_NAME)
+class TextGameAgentLoop(AgentLoopBase):
+    """Plays one episode per call; one output per turn."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings, self.options = env_settings(self.config)
+        self.response_length = self.rollout_config.response_length
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> list[AgentLoopOutput]:
+        task = task_from_row(kwargs)
+        game_kwargs = dict(self.options["games"].get(task.game, {}))
+        game = POOL.acquire(task.game, game_kwargs, self.options["isolate"],
+                            self.options["step_timeout"])
+        turns: list[dict[str, Any]] = []
+        request_id = uuid4().hex
+
+        async def policy(messages: list[dict[str, str]], turn: int) -> str:
+            prompt_ids = await self._prompt_ids(messages)
+            start = time.perf_counter()
+            out = await self.server_manager.generate(
+                request_id=f"{request_id}-{turn}", prompt_ids=prompt_ids,
+                sampling_params=dict(sampling_params),
+            )
+            response_ids = list(out.token_ids)[: self.response_length]
+            logprobs = list(out.log_probs)[: self.response_length] if out.log_probs else None
+            turns.append({"prompt_ids": prompt_ids, "response_ids": response_ids,
+                          "logprobs": logprobs, "seconds": time.perf_counter() - start})
+            return self.tokenizer.decode(response_ids, skip_special_tokens=True)
+
+        try:
+            result = await play_episode(game, task, policy, self.settings, _EXECUTOR)
+        finally:
+            POOL.release(game)
+        reward = result.reward(self.settings)
+        info = result.summary(self.settings)
+        outputs = []
+        for turn in turns:
+            outputs.append(
+                AgentLoopOutput(
+                    prompt_ids=turn["prompt_ids"],
+                    response_ids=turn["response_ids"],
+                    response_mask=[1] * len(turn["response_ids"]),
+                    response_logprobs=turn["logprobs"],
+                    reward_score=reward,
+                    num_turns=2,
+                    metrics=AgentLoopMetrics(generate_sequences=turn["seconds"],
+                                             tool_calls=result.seconds_in_env / len(turns)),
+                    extra_fields={"reward_extra_info": dict(info)},
+                )
+            )
+        return outputs
+
+    async def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        return await self.ct_build_initial_tokens(messages)

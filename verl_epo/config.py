@@ -1,0 +1,160 @@
+"""EPO's configuration: one dataclass, every field with a default, validated once at start.
+
+The section lives at the top level of a verl config (``epo:``), which verl itself ignores; the
+trainer registered as ``trainer.v1.trainer_mode=epo`` reads it. Paper names are given in brackets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+REFERENCE_MODES = ("cumulative", "window", "ema")
+
+
+class EPOConfigError(ValueError):
+    """An EPO setting is out of range; the message names the key and the allowed values."""
+
+
+@dataclass
+class ReferenceConfig:
+    """How the entropy reference H̄_ref (Eq. 4) is formed from past steps' batch entropies."""
+
+    mode: str = "cumulative"
+    """'cumulative' (paper: mean over all previous steps), 'window' (last `window` steps) or 'ema'."""
+    window: int = 10
+    """Number of past steps averaged when mode='window'."""
+    decay: float = 0.9
+    """Weight of the old average when mode='ema' (new = decay * old + (1 - decay) * value)."""
+    per_turn: bool = False
+    """Keep one reference per turn index instead of one for the whole trajectory."""
+
+
+@dataclass
+class EPOConfig:
+    """Every EPO setting (Eq. 6: L = L_policy - λ (L_H - β_k L_smooth))."""
+
+    enable: bool = True
+    """Add EPO's terms to verl's policy loss. False trains the configured baseline (plain PPO /
+    GRPO) while still tracking and logging the same entropy statistics."""
+    entropy_coef: float = 1e-3
+    """[λ] weight of the entropy objective."""
+    use_entropy_term: bool = True
+    """Include L_H (Eq. 2). False leaves only the smoothing term."""
+    use_smoothing: bool = True
+    """Include L_smooth (Eq. 3). False is the 'entropy bonus only' ablation."""
+    use_phase_weight: bool = True
+    """Scale L_smooth by β_k (Eq. 5). False uses β = 1."""
+    kappa_low: float = 0.0
+    """[κ_l] lower edge of the entropy band, as a multiple of H̄_ref."""
+    kappa_high: float = 2.0
+    """[κ_r] upper edge of the entropy band, as a multiple of H̄_ref."""
+    alpha: float = 0.05
+    """[α] smoothing coefficient (paper: 0.05 ScienceWorld, 0.1 ALFWorld)."""
+    gamma: float = 3.0
+    """[γ] decay rate of the phase weight β_k."""
+    total_steps: int | None = None
+    """[K] planned number of steps for β_k; None uses the trainer's total training steps."""
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    turn_buckets: int = 8
+    """Number of turn-index buckets for the per-turn entropy metrics (epo/entropy_turn_*)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reference, dict):
+            self.reference = ReferenceConfig(**self.reference)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise EPOConfigError naming the first key that is out of range."""
+
+        def check(ok: bool, key: str, allowed: str, value: Any) -> None:
+            if not ok:
+                raise EPOConfigError(f"epo.{key}={value!r} is invalid: {allowed}")
+
+        for key in ("entropy_coef", "kappa_low", "kappa_high", "alpha", "gamma"):
+            value = getattr(self, key)
+            check(
+                isinstance(value, int | float) and math.isfinite(value) and value >= 0,
+                key,
+                "must be a finite number >= 0",
+                value,
+            )
+        check(
+            self.kappa_high > self.kappa_low,
+            "kappa_high",
+            f"must be greater than epo.kappa_low={self.kappa_low} (band [κ_l, κ_r] of H̄_ref)",
+            self.kappa_high,
+        )
+        check(
+            self.total_steps is None or (isinstance(self.total_steps, int) and self.total_steps > 0),
+            "total_steps",
+            "must be null (use the trainer's total steps) or a positive integer",
+            self.total_steps,
+        )
+        check(self.turn_buckets >= 1, "turn_buckets", "must be >= 1", self.turn_buckets)
+        ref = self.reference
+        check(ref.mode in REFERENCE_MODES, "reference.mode", f"must be one of {REFERENCE_MODES}",
+              ref.mode)
+        if ref.mode == "window":
+            check(ref.window >= 1, "reference.window", "must be an integer >= 1", ref.window)
+        if ref.mode == "ema":
+            check(0.0 < ref.decay < 1.0, "reference.decay", "must be in (0, 1)", ref.decay)
+        if self.enable:
+            check(
+                self.use_entropy_term or self.use_smoothing,
+                "use_entropy_term",
+                "EPO is enabled with both terms off; set epo.enable=false for the baseline",
+                self.use_entropy_term,
+            )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> EPOConfig:
+        """Build from a plain dict (e.g. ``OmegaConf.to_container(config.epo)``); unknown keys
+        are an error so a typo does not silently fall back to a default."""
+        raw = dict(raw or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise EPOConfigError(f"unknown key(s) epo.{unknown}; valid keys: {sorted(known)}")
+        ref_raw = raw.get("reference") or {}
+        ref_known = {f.name for f in fields(ReferenceConfig)}
+        ref_unknown = sorted(set(ref_raw) - ref_known)
+        if ref_unknown:
+            raise EPOConfigError(
+                f"unknown key(s) epo.reference.{ref_unknown}; valid keys: {sorted(ref_known)}"
+            )
+        raw["reference"] = ReferenceConfig(**ref_raw)
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_with_verl(epo: EPOConfig, config: Any) -> None:
+    """Checks that involve verl's own settings (``config`` is the whole trainer config)."""
+    actor = config.actor_rollout_ref.actor
+    if epo.enable and float(actor.get("entropy_coeff", 0.0)) != 0.0:
+        raise EPOConfigError(
+            "actor_rollout_ref.actor.entropy_coeff="
+            f"{actor.entropy_coeff} while EPO is enabled: EPO adds its own entropy term "
+            "(epo.entropy_coef); set actor_rollout_ref.actor.entropy_coeff=0"
+        )
+    if actor.get("use_dynamic_bsz", False) is not True and actor.get("ppo_micro_batch_size_per_gpu"):
+        # a micro-batch larger than the mini-batch is silently clipped by verl; say it here
+        if int(actor.ppo_micro_batch_size_per_gpu) > int(actor.ppo_mini_batch_size) * int(
+            config.actor_rollout_ref.rollout.n
+        ):
+            raise EPOConfigError(
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="
+                f"{actor.ppo_micro_batch_size_per_gpu} exceeds the mini-batch "
+                f"(ppo_mini_batch_size x rollout.n = {actor.ppo_mini_batch_size} x "
+                f"{config.actor_rollout_ref.rollout.n}); lower it"
+            )
+    train_bs = int(config.data.train_batch_size)
+    mini_bs = int(actor.ppo_mini_batch_size)
+    if mini_bs <= 0 or train_bs % mini_bs != 0:
+        raise EPOConfigError(
+            f"data.train_batch_size={train_bs} must be a positive multiple of "
+            f"actor_rollout_ref.actor.ppo_mini_batch_size={mini_bs}"
+        )

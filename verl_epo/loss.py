@@ -1,0 +1,109 @@
+"""The actor loss verl calls when EPO is on: verl's own policy loss, minus EPO's terms (Eq. 6).
+
+    L_EPO = L_policy - λ · (L_H - β_k · L_smooth)          (+ verl's KL loss, inside L_policy)
+
+verl calls the loss once per micro-batch and sums the gradients over micro-batches; with data
+parallelism it averages them over ranks. The trainer therefore computes each token's Eq. 2 weight
+once, on the whole rollout batch (``epo_weight``, see ``verl_epo.step_terms``), and this function
+only sums ``weight · value`` over its micro-batch, times ``dp_size`` to undo the rank average. The
+pieces then add up to the whole-batch value however verl splits the batch.
+
+The trainer installs it with ``actor_rollout_wg.set_loss_fn(partial(epo_loss, config=..., epo=...))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+from verl.utils import tensordict_utils as tu
+from verl.utils.metric import AggregationType, Metric
+from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import no_padding_2_padding
+
+from verl_epo.algorithm import smoothing_penalty
+from verl_epo.config import EPOConfig
+
+WEIGHT_KEY = "epo_weight"
+"""Per-token Eq. 2 weight, [R, L] nested like ``advantages`` (0 off-response)."""
+REFERENCE_KEY = "epo_reference"
+"""Per-token entropy reference H̄_ref, [R, L] nested; NaN where no reference exists yet."""
+BETA_KEY = "epo_beta"
+"""β_k of the step being trained (a float in the batch's non-tensor data)."""
+
+
+def epo_terms(
+    entropy: torch.Tensor,
+    weight: torch.Tensor,
+    reference: torch.Tensor,
+    epo: EPOConfig,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This micro-batch's share of the EPO objective.
+
+    Args:
+        entropy: (bs, response_length) current-policy token entropy, with gradient.
+        weight: (bs, response_length) Eq. 2 weights computed on the whole batch (0 off-response).
+        reference: (bs, response_length) per-token H̄_ref; NaN where there is none (step 0).
+        epo: the EPO settings.
+        beta: β_k (Eq. 5), already 1.0 when the phase weight is off.
+
+    Returns:
+        (objective, l_h, l_smooth): objective = λ (L_H - β_k L_smooth) and its two parts, each
+        this micro-batch's share of the whole-batch value (Eq. 2, Eq. 3 with α applied).
+    """
+    zero = entropy.new_zeros(())
+    l_h = (entropy * weight).sum() if epo.use_entropy_term else zero
+    l_smooth = zero
+    if epo.use_smoothing:
+        has_ref = ~torch.isnan(reference)
+        ref = torch.where(has_ref, reference, torch.zeros_like(reference))
+        penalty = smoothing_penalty(entropy, ref, epo.kappa_low, epo.kappa_high)
+        l_smooth = epo.alpha * (penalty * weight * has_ref).sum()
+    objective = epo.entropy_coef * (l_h - beta * l_smooth)
+    return objective, l_h, l_smooth
+
+
+def epo_loss(
+    config: Any,
+    model_output: dict[str, Any],
+    data: TensorDict,
+    dp_group: Any = None,
+    *,
+    epo: EPOConfig,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """verl's ``ppo_loss`` (whatever policy loss, aggregation and KL loss it is configured with)
+    minus EPO's objective. Same signature as verl's loss functions plus ``epo``."""
+    policy_loss, metrics = ppo_loss(config, model_output, data, dp_group)
+    if not epo.enable:
+        return policy_loss, metrics
+
+    entropy = model_output.get("entropy")
+    if entropy is None:
+        raise RuntimeError(
+            "EPO needs the current policy's entropy but verl did not compute it: set "
+            "actor_rollout_ref.actor.calculate_entropy=true (the EPO trainer does this itself)"
+        )
+    if WEIGHT_KEY not in data.keys():
+        raise RuntimeError(
+            f"the batch has no '{WEIGHT_KEY}': epo_loss must be used with the EPO trainer "
+            "(trainer.v1.trainer_mode=epo), which computes the per-token weights"
+        )
+    entropy = no_padding_2_padding(entropy, data)
+    padded = data.select(WEIGHT_KEY, REFERENCE_KEY).to_padded_tensor()
+    weight = padded[WEIGHT_KEY].to(entropy.dtype)
+    reference = padded[REFERENCE_KEY].to(entropy.dtype)
+    beta = float(tu.get_non_tensor_data(data=data, key=BETA_KEY, default=1.0))
+    dp_size = int(data["dp_size"])
+
+    objective, l_h, l_smooth = epo_terms(entropy, weight, reference, epo, beta)
+    loss = policy_loss - objective * dp_size
+    metrics["epo_loss/entropy"] = Metric(value=l_h.detach() * dp_size, aggregation=AggregationType.SUM)
+    metrics["epo_loss/smooth"] = Metric(
+        value=l_smooth.detach() * dp_size, aggregation=AggregationType.SUM
+    )
+    metrics["epo_loss/objective"] = Metric(
+        value=objective.detach() * dp_size, aggregation=AggregationType.SUM
+    )
+    return loss, metrics

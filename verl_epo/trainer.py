@@ -1,0 +1,235 @@
+"""verl's synchronous PPO trainer with EPO: ``trainer.v1.trainer_mode=epo``.
+
+What it adds to ``PPOTrainerSync``, and nothing else:
+1. reads and validates the ``epo:`` config section at start;
+2. installs ``epo_loss`` as the actor loss after the workers start;
+3. after verl computes the old policy's entropy of the rollout batch, computes the step's EPO
+   quantities on the whole batch (``compute_step_terms``) and puts them in the batch for the loss;
+4. after the step's update, records the batch entropy in the ``EntropyHistory`` (so the reference
+   used at step k excludes step k), and logs ``epo/*`` and ``env/*`` metrics;
+5. saves the history inside verl's checkpoint folder and restores it on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from functools import partial
+from typing import Any
+
+import numpy as np
+import transfer_queue as tq
+from omegaconf import OmegaConf, open_dict
+from tensordict import TensorDict
+from transfer_queue import KVBatchMeta
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.utils.config import omega_conf_to_dataclass
+from verl.workers.utils.padding import response_to_nested
+
+from verl_epo.algorithm import EntropyHistory, PerTurnEntropyHistory
+from verl_epo.config import EPOConfig, validate_with_verl
+from verl_epo.loss import BETA_KEY, REFERENCE_KEY, WEIGHT_KEY, epo_loss
+from verl_epo.step_terms import StepTerms, compute_step_terms
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "epo_state.json"
+"""Written inside verl's ``global_step_N`` checkpoint folder."""
+
+
+def load_epo_config(config: Any) -> EPOConfig:
+    """The ``epo:`` section of a verl config as a validated ``EPOConfig`` (defaults if absent)."""
+    section = config.get("epo") if hasattr(config, "get") else None
+    raw = OmegaConf.to_container(section, resolve=True) if section is not None else {}
+    epo = EPOConfig.from_dict(raw)
+    validate_with_verl(epo, config)
+    return epo
+
+
+class EPOState:
+    """Everything EPO carries from step to step: the entropy histories."""
+
+    def __init__(self, epo: EPOConfig) -> None:
+        ref = epo.reference
+        window = ref.window if ref.mode == "window" else None
+        decay = ref.decay if ref.mode == "ema" else None
+        self.history = EntropyHistory(ref.mode, window, decay)
+        self.turn_history = PerTurnEntropyHistory(ref.mode, window, decay) if ref.per_turn else None
+
+    def record(self, terms: StepTerms) -> None:
+        self.history.update(terms.batch_entropy)
+        if self.turn_history is not None:
+            self.turn_history.update(terms.turn_entropy)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history.state_dict(),
+            "turn_history": None if self.turn_history is None else self.turn_history.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history.load_state_dict(state["history"])
+        if self.turn_history is not None:
+            if state.get("turn_history") is None:
+                raise ValueError(
+                    "epo.reference.per_turn=true but the checkpoint has no per-turn history; "
+                    "resume with the settings it was trained with"
+                )
+            self.turn_history.load_state_dict(state["turn_history"])
+
+    def save(self, folder: str, global_step: int) -> str:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, STATE_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"global_step": global_step, **self.state_dict()}, f, indent=1)
+        os.replace(tmp, path)  # atomic: a crash never leaves half a file
+        return path
+
+    def load(self, folder: str) -> int:
+        path = os.path.join(folder, STATE_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"checkpoint {folder} has no {STATE_FILE}: it was not written by the EPO trainer, "
+                "so the entropy history cannot be restored (start a new run, or resume a run "
+                "trained with trainer.v1.trainer_mode=epo)"
+            )
+        with open(path) as f:
+            state = json.load(f)
+        self.load_state_dict(state)
+        return int(state["global_step"])
+
+
+@register_trainer("epo")
+class EPOTrainer(PPOTrainerSync):
+    """``PPOTrainerSync`` + EPO. Works with any advantage estimator and any agent loop."""
+
+    def __init__(self, config: Any) -> None:
+        self.epo = load_epo_config(config)
+        with open_dict(config):
+            # EPO's terms need the current policy's entropy, with gradient, in every micro-batch
+            config.actor_rollout_ref.actor.calculate_entropy = True
+        super().__init__(config)
+        # checkpoint and resume paths follow verl's synchronous trainer
+        self.trainer_mode = "sync"
+        self.epo_state = EPOState(self.epo)
+        self._pending: StepTerms | None = None
+        print(f"[verl-epo] EPO settings: {json.dumps(self.epo.to_dict())}", flush=True)
+
+    # ----- set-up -----------------------------------------------------------------------------
+    def _setup(self) -> None:
+        super()._setup()
+        if self.epo.enable:
+            actor_cfg = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+            self.actor_rollout_wg.set_loss_fn(partial(epo_loss, config=actor_cfg, epo=self.epo))
+
+    # ----- per step ---------------------------------------------------------------------------
+    def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        batch = super()._compute_old_log_prob(batch, metrics)
+        data = tq.kv_batch_get(
+            keys=batch.keys, partition_id=batch.partition_id,
+            select_fields=["entropy", "response_mask"],
+        )
+        nested_mask = data["response_mask"]
+        padded = data.to_padded_tensor()
+        response_mask = padded["response_mask"].clone()
+        for row, tag in enumerate(batch.tags):
+            if tag.get("is_padding", False):
+                response_mask[row] = 0
+        actor = self.config.actor_rollout_ref.actor
+        rows_per_mini = int(actor.ppo_mini_batch_size) * int(self.config.actor_rollout_ref.rollout.n)
+        terms = compute_step_terms(
+            entropy=padded["entropy"],
+            response_mask=response_mask,
+            keys=batch.keys,
+            history=self.epo_state.history,
+            turn_history=self.epo_state.turn_history,
+            epo=self.epo,
+            step=self.global_steps - 1,
+            total_steps=self.total_training_steps,
+            num_mini_batches=max(1, len(batch) // rows_per_mini),
+        )
+        fields = TensorDict(
+            {
+                WEIGHT_KEY: response_to_nested(terms.weight, nested_mask),
+                REFERENCE_KEY: response_to_nested(terms.reference, nested_mask),
+            },
+            batch_size=len(batch),
+        )
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+        batch.extra_info[BETA_KEY] = terms.beta
+        batch.extra_info["epo_step"] = self.global_steps - 1
+        batch.extra_info["epo_total_steps"] = self.epo.total_steps or self.total_training_steps
+        metrics.update(terms.metrics)
+        metrics.update(self._env_metrics(batch))
+        self._pending = terms
+        return batch
+
+    def step(self, metrics: dict, timing_raw: dict) -> KVBatchMeta:
+        batch = super().step(metrics, timing_raw)
+        # the update of step k is done: only now does H̄_k enter the history (reference excludes k)
+        if self._pending is not None:
+            self.epo_state.record(self._pending)
+            self._pending = None
+        return batch
+
+    def _env_metrics(self, batch: KVBatchMeta) -> dict[str, float]:
+        """Mean of every numeric ``reward_extra_info`` entry over trajectories, as ``env/<key>``.
+
+        Any agent loop or reward manager that reports ``reward_extra_info`` (verl's own channel
+        for per-trajectory outcomes) gets its numbers logged; one value per trajectory, taken
+        from its last output.
+        """
+        try:
+            data = tq.kv_batch_get(
+                keys=batch.keys, partition_id=batch.partition_id, select_fields=["extra_fields"]
+            )
+        except Exception:  # the field is optional: loops without extra fields log nothing
+            return {}
+        last: dict[str, tuple[int, dict]] = {}
+        extra = data["extra_fields"]
+        for row, (key, tag) in enumerate(zip(batch.keys, batch.tags, strict=True)):
+            if tag.get("is_padding", False):
+                continue
+            parts = str(key).rsplit("_", 2)
+            traj, index = (f"{parts[0]}_{parts[1]}", int(parts[2])) if len(parts) == 3 else (key, 0)
+            fields = extra[row] if not hasattr(extra[row], "data") else extra[row].data
+            info = fields.get("reward_extra_info", {}) if isinstance(fields, dict) else {}
+            if traj not in last or last[traj][0] < index:
+                last[traj] = (index, info or {})
+        sums: dict[str, list[float]] = {}
+        for _, info in last.values():
+            for name, value in info.items():
+                if isinstance(value, bool | int | float | np.number) and np.isfinite(value):
+                    sums.setdefault(name, []).append(float(value))
+        return {f"env/{name}": float(np.mean(v)) for name, v in sums.items()}
+
+    # ----- checkpoints ------------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        folder = os.path.join(
+            self.config.trainer.default_local_dir, f"global_step_{self.global_steps}"
+        )
+        # written before verl's tracker file, so a checkpoint marked complete always has it
+        self.epo_state.save(folder, self.global_steps)
+        super()._save_checkpoint()
+
+    def _load_checkpoint(self) -> None:
+        super()._load_checkpoint()
+        if self.global_steps == 0:
+            return
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path":
+            folder = trainer.resume_from_path
+        else:
+            folder = os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}")
+        if not os.path.isabs(folder):
+            folder = os.path.join(os.getcwd(), folder)
+        saved_step = self.epo_state.load(folder)
+        print(
+            f"[verl-epo] restored entropy history from {folder} (step {saved_step}, "
+            f"{self.epo_state.history.num_updates} entries, reference "
+            f"{self.epo_state.history.reference})",
+            flush=True,
+        )
