@@ -26,7 +26,7 @@ setup(
         "dev": ["pytest", "ruff"],
     },
     entry_points={
-        "verl.plugins": ["verl_epo = verl_epo", "env_adapters = env_adapters.agent_loop"],
+        "verl.plugins": ["verl_epo = verl_epo.plugin", "env_adapters = env_adapters.agent_loop"],
         "console_scripts": ["verl-epo = verl_epo.cli:main"],
     },
 )

@@ -1,11 +1,8 @@
 """verl-epo: EPO (Entropy-regularized Policy Optimization, arXiv 2509.22576) as a verl plug-in.
 
-verl imports this package in every process through the ``verl.plugins`` entry point. Importing
-it registers the ``epo`` trainer (``trainer.v1.trainer_mode=epo``). The math lives in
-``verl_epo.algorithm`` and has no verl dependency.
+- ``verl_epo.algorithm``: EPO's math, pure torch (no verl import).
+- ``verl_epo.config``: the ``epo:`` config section.
+- ``verl_epo.loss`` / ``verl_epo.step_terms`` / ``verl_epo.trainer``: the integration with verl;
+  ``trainer.v1.trainer_mode=epo`` selects it.
+- ``verl_epo.plugin``: what verl's ``verl.plugins`` entry point imports in every process.
 """
-
-from verl_epo.config import EPOConfig, EPOConfigError
-from verl_epo.trainer import EPOTrainer
-
-__all__ = ["EPOConfig", "EPOConfigError", "EPOTrainer"]
