@@ -23,3 +23,4 @@ __all__ = [
 ]
 import env_adapters.alfworld  # noqa: F401,E402
 import env_adapters.synthetic  # noqa: F401,E402
+import env_adapters.sciworld  # noqa: F401,E402
