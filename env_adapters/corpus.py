@@ -50,7 +50,9 @@ def play_random(game_name: str, episodes: int, max_steps: int, seed: int) -> Ite
     game = make_game(game_name)
     try:
         for episode in range(episodes):
-            spec = tasks[episode % len(tasks)]
+            # spread the episodes over the task list, so every task family gets some
+            spec = tasks[(episode * len(tasks)) // episodes if episodes <= len(tasks)
+                         else episode % len(tasks)]
             state = game.reset(spec.task, spec.variation, spec.seed)
             yield f"Task: {game.task_description}"
             yield f"Observation: {state.observation}"
