@@ -22,5 +22,5 @@ __all__ = [
     "task_set_names",
 ]
 import env_adapters.alfworld  # noqa: F401,E402
-import env_adapters.synthetic  # noqa: F401,E402
 import env_adapters.sciworld  # noqa: F401,E402
+import env_adapters.synthetic  # noqa: F401,E402
