@@ -13,6 +13,11 @@ from typing import Any
 REFERENCE_MODES = ("cumulative", "window", "ema")
 
 
+def _is_int(value: Any) -> bool:
+    """An integer setting (a YAML ``true`` is a bool, which Python counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class EPOConfigError(ValueError):
     """An EPO setting is out of range; the message names the key and the allowed values."""
 
@@ -87,17 +92,24 @@ class EPOConfig:
             self.kappa_high,
         )
         check(
-            self.total_steps is None or (isinstance(self.total_steps, int) and self.total_steps > 0),
+            self.total_steps is None or (_is_int(self.total_steps) and self.total_steps > 0),
             "total_steps",
             "must be null (use the trainer's total steps) or a positive integer",
             self.total_steps,
         )
-        check(self.turn_buckets >= 1, "turn_buckets", "must be >= 1", self.turn_buckets)
+        check(
+            _is_int(self.turn_buckets) and self.turn_buckets >= 1,
+            "turn_buckets",
+            "must be an integer >= 1",
+            self.turn_buckets,
+        )
         ref = self.reference
         check(ref.mode in REFERENCE_MODES, "reference.mode", f"must be one of {REFERENCE_MODES}",
               ref.mode)
         if ref.mode == "window":
-            check(ref.window >= 1, "reference.window", "must be an integer >= 1", ref.window)
+            check(
+                _is_int(ref.window) and ref.window >= 1, "reference.window", "must be an integer >= 1", ref.window
+            )
         if ref.mode == "ema":
             check(0.0 < ref.decay < 1.0, "reference.decay", "must be in (0, 1)", ref.decay)
         if self.enable:
@@ -118,6 +130,11 @@ class EPOConfig:
         if unknown:
             raise EPOConfigError(f"unknown key(s) epo.{unknown}; valid keys: {sorted(known)}")
         ref_raw = raw.get("reference") or {}
+        if not isinstance(ref_raw, dict):
+            raise EPOConfigError(
+                f"epo.reference={ref_raw!r} is invalid: must be a mapping such as "
+                "{mode: window, window: 10}; set the mode with epo.reference.mode"
+            )
         ref_known = {f.name for f in fields(ReferenceConfig)}
         ref_unknown = sorted(set(ref_raw) - ref_known)
         if ref_unknown:
