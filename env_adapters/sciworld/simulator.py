@@ -199,7 +199,14 @@ class Simulator:
         except FutureTimeout:
             reason = f"{what} timed out after {timeout:g} s; JVM {self.pid} was killed"
         except Exception as exc:  # py4j network/protocol errors, Java exceptions
-            returncode = self._proc.poll()
+            from py4j.protocol import Py4JJavaError
+
+            # a dying JVM breaks the socket a moment before it can be reaped
+            grace = 0.0 if isinstance(exc, Py4JJavaError) else 1.0
+            try:
+                returncode = self._proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                returncode = None
             if returncode is not None:
                 reason = f"JVM {self.pid} {_describe_exit(returncode)} during {what}"
             else:
