@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 import types
 from functools import lru_cache
 from pathlib import Path
@@ -104,6 +105,26 @@ def _jericho_placeholder() -> types.ModuleType:
     return module
 
 
+# fast-downward's PDDL->SAS translator uses module-global options, swaps sys.stdout and sets
+# sys.argv: resets (which translate) must not overlap between threads of one process.
+_TRANSLATE_LOCK = threading.Lock()
+
+
+class _MemoTranslator:
+    """``fast_downward`` as TextWorld's PDDL logic sees it, with ``pddl2sas`` memoised.
+
+    Every reset translates the game's PDDL twice (about 85% of reset time); the result depends
+    only on the text, so replaying a game (a GRPO group) reuses it.
+    """
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self.pddl2sas = lru_cache(maxsize=8)(module.pddl2sas)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
 def _engine_modules() -> tuple[Any, Any, Any]:
     """Import TextWorld's PDDL engine lazily; returns (textworld, PddlEnv, AlfredDemangler)."""
     # alfworld reads (and creates) $ALFWORLD_DATA at import, so validate and set it first.
@@ -111,9 +132,13 @@ def _engine_modules() -> tuple[Any, Any, Any]:
     if "jericho" not in sys.modules and importlib.util.find_spec("jericho") is None:
         sys.modules["jericho"] = _jericho_placeholder()
     import textworld
+    import textworld.envs.pddl.logic as pddl_logic
     from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
     from textworld.envs.pddl import PddlEnv
 
+    with _TRANSLATE_LOCK:
+        if not isinstance(pddl_logic.fast_downward, _MemoTranslator):
+            pddl_logic.fast_downward = _MemoTranslator(pddl_logic.fast_downward)
     return textworld, PddlEnv, AlfredDemangler
 
 
@@ -161,11 +186,16 @@ class AlfworldGame(TextGame):
         if variation != 0:
             raise ValueError(f"ALFWorld games have one variation (0), got variation={variation}")
         path = self._resolve(task)
-        if path != self._loaded:
-            self._loaded = None  # a failed load must not leave a half-loaded game marked current
-            self._env.load(str(path))
-            self._loaded = path
-        state = self._env.reset()
+        argv = list(sys.argv)
+        try:
+            with _TRANSLATE_LOCK:
+                if path != self._loaded:
+                    self._loaded = None  # a failed load must not leave a stale game marked current
+                    self._env.load(str(path))
+                    self._loaded = path
+                state = self._env.reset()
+        finally:
+            sys.argv[:] = argv  # the translator overwrites the host program's arguments
         self._task = task
         self._admissible = list(state["admissible_commands"])
         intro = state.feedback.strip()

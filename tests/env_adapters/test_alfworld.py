@@ -4,6 +4,7 @@ limit, malformed actions, data-folder errors."""
 import random
 import subprocess
 import sys
+import threading
 from collections import Counter
 
 import pytest
@@ -96,13 +97,41 @@ def test_running_out_of_turns_is_not_a_win():
 
 def test_reset_replays_the_same_game_and_episode_starts_fresh(game):
     spec = task_set("alfworld/train-small")[0]
+    argv = list(sys.argv)
     first = game.reset(spec.task)
-    actions, goal = game.admissible_actions(), game.task_description
-    for action in game.expert_actions():
+    assert sys.argv == argv, "the PDDL translator's sys.argv change must not leak"
+    actions, goal, plan = game.admissible_actions(), game.task_description, game.expert_actions()
+    for action in plan:
         game.step(action)
-    again = game.reset(spec.task)
+    again = game.reset(spec.task)  # same game: translation reused
     assert again.observation == first.observation and not again.won and not again.done
     assert game.admissible_actions() == actions and game.task_description == goal
+    assert game.expert_actions() == plan
+    for action in plan:
+        state = game.step(action)
+    assert state.won
+
+
+def test_games_in_threads_reset_independently():
+    """The agent loop steps games from threads; resets share the translator, which is locked."""
+    tasks = [s.task for s in task_set("alfworld/train-small")[4:6]]
+    expected = {}
+    for task in tasks:
+        solo = AlfworldGame()
+        expected[task] = (solo.reset(task).observation, solo.admissible_actions())
+    seen = {}
+
+    def play(task):
+        g = AlfworldGame()
+        for _ in range(2):
+            seen.setdefault(task, []).append((g.reset(task).observation, g.admissible_actions()))
+
+    threads = [threading.Thread(target=play, args=(t,)) for t in tasks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(seen[t] == [expected[t]] * 2 for t in tasks)
 
 
 def _near_misses(actions, rng):
