@@ -22,6 +22,7 @@ What is reported, faithfully to the simulator:
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -173,9 +174,14 @@ class ScienceWorldGame(TextGame):
         variation, so ``seed`` only labels the episode."""
         name = resolve_task(task)
         limit = splits.max_variations(name)
-        if not isinstance(variation, int) or not 0 <= variation < limit:
+        given = variation
+        try:  # numpy integers from a parquet row are fine too
+            variation = operator.index(variation)
+        except TypeError:
+            variation = -1
+        if isinstance(given, bool) or not 0 <= variation < limit:
             raise ValueError(
-                f"variation {variation!r} of ScienceWorld task {name!r} is out of range; "
+                f"variation {given!r} of ScienceWorld task {name!r} is out of range; "
                 f"use 0..{limit - 1}"
             )
         electrical = "power-component" in name or "conductivity" in name

@@ -128,6 +128,14 @@ def test_same_variation_replays_identically(game):
     assert [game.step(a).observation for a in ("teleport to outside", "look around")] == first
 
 
+def test_variation_from_a_parquet_row(game):
+    numpy = pytest.importorskip("numpy")
+    state = game.reset("boil", numpy.int64(3))
+    assert state.info["variation"] == 3 and type(state.info["variation"]) is int
+    with pytest.raises(ValueError, match="variation '3'"):
+        game.reset("boil", "3")
+
+
 def test_jvm_is_reused_across_episodes(game):
     game.reset("boil", 0)
     pid = game.jvm_pid
