@@ -1,7 +1,7 @@
 """Any registered game in a worker subprocess, so a crashed or hung engine ends one episode
 instead of the run.
 
-``IsolatedGame("alfworld", step_timeout=30)`` builds ``make_game("alfworld")`` in a child Python
+``IsolatedGame("alfworld", {}, step_timeout=30)`` builds ``make_game("alfworld")`` in a child Python
 process (its own session, so a JVM or other grandchild belongs to its process group) and forwards
 the ``TextGame`` calls over a socket. When the child dies or a call outlives its timeout, the
 whole process group is killed, the call returns a failed ``GameState`` with
@@ -133,23 +133,23 @@ class IsolatedGame(TextGame):
 
     Args:
         game: registered game name, built in the child with ``make_game(game, **kwargs)``.
+        kwargs: the game constructor's keyword arguments (picklable).
         step_timeout: seconds a ``step`` (or a query such as ``admissible_actions``) may take.
         reset_timeout: seconds a ``reset`` may take.
         start_timeout: seconds the child may take to import and build the game.
         import_modules: modules the child imports first, for games registered outside
             ``env_adapters`` (the decorator runs on import).
-        **kwargs: passed to the game's constructor in the child.
     """
 
-    def __init__(self, game: str, step_timeout: float = 60.0, reset_timeout: float = 120.0,
-                 start_timeout: float = 300.0, import_modules: Sequence[str] = (),
-                 **kwargs: Any) -> None:
+    def __init__(self, game: str, kwargs: dict[str, Any] | None = None, *,
+                 step_timeout: float = 60.0, reset_timeout: float = 120.0,
+                 start_timeout: float = 300.0, import_modules: Sequence[str] = ()) -> None:
         for name, value in (("step_timeout", step_timeout), ("reset_timeout", reset_timeout),
                             ("start_timeout", start_timeout)):
-            if not value > 0:
+            if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         self.game = game
-        self.kwargs = kwargs
+        self.kwargs = dict(kwargs or {})
         self.step_timeout = float(step_timeout)
         self.reset_timeout = float(reset_timeout)
         self.start_timeout = float(start_timeout)

@@ -52,8 +52,8 @@ class FaultyGame(TextGame):
         return self.helper.pid if self.helper else None
 
 
-def faulty(**kwargs) -> IsolatedGame:
-    return IsolatedGame(FAULTY, import_modules=[__name__], **kwargs)
+def faulty(grandchild: bool = False, **timeouts) -> IsolatedGame:
+    return IsolatedGame(FAULTY, {"grandchild": grandchild}, import_modules=[__name__], **timeouts)
 
 
 def gone(pid: int, within: float = 10.0) -> bool:
@@ -71,7 +71,7 @@ def gone(pid: int, within: float = 10.0) -> bool:
 
 @pytest.fixture(scope="module")
 def alfworld():
-    game = IsolatedGame("alfworld", step_timeout=30, reset_timeout=60)
+    game = IsolatedGame("alfworld", {}, step_timeout=30, reset_timeout=60)
     yield game
     game.close()
 
@@ -147,6 +147,8 @@ def test_reset_that_hangs_in_a_fresh_worker_too_raises_clear_error():
 def test_step_before_reset_and_bad_timeouts_are_errors():
     with pytest.raises(ValueError, match="step_timeout"):
         IsolatedGame(FAULTY, step_timeout=0)
+    with pytest.raises(ValueError, match="reset_timeout"):
+        IsolatedGame(FAULTY, {}, reset_timeout=None)
     game = faulty()
     with pytest.raises(RuntimeError, match="before reset"):
         game.step("wait")
@@ -169,7 +171,7 @@ PARENT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {here!r})
     from env_adapters.isolated import IsolatedGame
-    game = IsolatedGame({name!r}, import_modules=["test_isolated"], grandchild=True)
+    game = IsolatedGame({name!r}, {{"grandchild": True}}, import_modules=["test_isolated"])
     game.reset("t")
     print(game.pid, game.call("helper_pid"), flush=True)
     {then}
