@@ -1,1 +1,130 @@
-"""Embedded CPU mode: real verl training on a laptop-class CPU (no GPU, no vLLM)."""
+"""Embedded CPU mode: real verl 0.9.1 training on a laptop-class CPU (no GPU, no vLLM).
+
+Turn it on with the environment variable ``VERL_EPO_CPU=1`` before verl is imported (verl imports
+this plug-in in every process it starts, and Ray passes the variable on to them), or call
+:func:`activate` in-process. Off by default: without it nothing here touches verl.
+
+What :func:`activate` does (each item is one obstacle stock verl hits on CPU):
+
+1. registers verl platform ``cpu`` (:mod:`.platform`) and makes it the current platform;
+2. gives Ray fake GPUs and more logical CPUs than cores (``RAY_OVERRIDE_RESOURCES``), since
+   verl's resource pools ask for GPUs and its TransferQueue actors take CPUs;
+3. makes the FSDP engine selectable (``VERL_ENGINE_DEVICE=cuda``: it registers for cuda/npu only);
+4. process groups use ``cpu:gloo`` (verl would build ``cpu:gloo,cpu:gloo``);
+5. models use sdpa attention and padded sequences (no flash-attn on CPU);
+6. FSDP computes in fp32 (no bf16 mixed precision, no torch.compile);
+7. registers the rollout backend ``hf_cpu`` (:mod:`.rollout`): plain ``transformers`` on CPU;
+8. adds ``training/rollout_log_probs_diff_{max,mean}`` to verl's rollout-vs-actor metrics.
+
+Every environment default is a ``setdefault``: a value already set wins. A CPU run still names
+its rollout and sizes in the config; :data:`CPU_OVERRIDES` lists the Hydra overrides it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+CPU_MODE_ENV_VAR = "VERL_EPO_CPU"
+FAKE_GPUS_ENV_VAR = "VERL_EPO_CPU_FAKE_GPUS"
+ROLLOUT_NAME = "hf_cpu"
+
+# Hydra overrides every CPU run needs on top of verl's ppo_trainer defaults.
+CPU_OVERRIDES: tuple[str, ...] = (
+    f"actor_rollout_ref.rollout.name={ROLLOUT_NAME}",
+    "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+    "actor_rollout_ref.rollout.calculate_log_probs=true",
+    "actor_rollout_ref.rollout.checkpoint_engine.backend=naive",
+    "trainer.device=cpu",
+    "trainer.nnodes=1",
+)
+
+_active = False
+
+
+def cpu_mode_requested() -> bool:
+    """True when ``VERL_EPO_CPU`` is set to a true value (1, true, yes, on)."""
+    return os.environ.get(CPU_MODE_ENV_VAR, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def is_active() -> bool:
+    """True once :func:`activate` has run in this process."""
+    return _active
+
+
+def ray_resource_overrides() -> dict[str, float]:
+    """Logical Ray resources for one CPU node: fake GPUs and plenty of logical CPUs."""
+    cores = os.cpu_count() or 1
+    return {"CPU": float(max(16, 4 * cores)), "GPU": float(os.environ.get(FAKE_GPUS_ENV_VAR, "8"))}
+
+
+def activate() -> None:
+    """Switch this process (and, through the environment, the processes it starts) to CPU mode."""
+    global _active
+    if _active:
+        return
+    # set first: the imports below import verl, which imports plug-ins, which may call us again
+    _active = True
+    requested_platform = os.environ.get("VERL_PLATFORM", "cpu").strip().lower() or "cpu"
+    if requested_platform != "cpu":
+        raise ValueError(
+            f"{CPU_MODE_ENV_VAR}=1 conflicts with VERL_PLATFORM={requested_platform}; unset one of them"
+        )
+    os.environ[CPU_MODE_ENV_VAR] = "1"
+    os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
+    os.environ.setdefault("RAY_OVERRIDE_RESOURCES", json.dumps(ray_resource_overrides()))
+    select_cpu_platform()
+
+    from verl_epo.embedded import verl_patches
+
+    verl_patches.apply_all()
+    register_rollout()
+
+
+def select_cpu_platform() -> None:
+    """Register platform ``cpu`` and make it verl's current platform in this process.
+
+    verl resolves its platform once, on first use, and a few verl modules copy the device name
+    into a module variable at import. If something imported them before activation (e.g. a
+    plug-in package importing verl's trainer first), the platform is replaced and those copies are
+    re-pointed at ``cpu``. ``VERL_PLATFORM`` is not exported: a child process resolving it before
+    its own plug-in import registered ``cpu`` would fail.
+    """
+    import sys
+
+    from verl.plugin.platform import platform_manager, set_platform
+
+    from verl_epo.embedded.platform import PlatformCPU
+
+    current = platform_manager._current_platform
+    if current is not None and current.device_name == "cpu":
+        return
+    if current is not None:
+        platform_manager._current_platform = None  # a deliberate switch, not a conflict to warn about
+    set_platform(PlatformCPU())
+    if current is None:
+        return
+    for name, module in list(sys.modules.items()):
+        if name.startswith("verl.") and getattr(module, "device_name", None) == current.device_name:
+            module.device_name = "cpu"
+
+
+def register_rollout() -> None:
+    """Make ``actor_rollout_ref.rollout.name=hf_cpu`` resolvable in verl's two rollout registries."""
+    from verl.workers.rollout import base as rollout_base
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = (
+        "verl_epo.embedded.rollout.HFServerAdapter"
+    )
+    RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
+
+
+def _load_replica():
+    from verl_epo.embedded.rollout import HFCpuReplica
+
+    return HFCpuReplica
+
+
+if cpu_mode_requested():
+    activate()

@@ -1,0 +1,158 @@
+"""The few behaviours of stock verl 0.9.1 that CPU mode must change, each a small wrapper.
+
+Applied by :func:`verl_epo.embedded.activate` only; nothing here runs on the GPU path. Each
+wrapper is idempotent and marks itself with ``_verl_epo_cpu`` so a second activation is a no-op.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CPU_BACKEND = "cpu:gloo"
+FP32_MIXED_PRECISION = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+
+
+def _mark(fn: Callable) -> Callable:
+    fn._verl_epo_cpu = True
+    return fn
+
+
+def _is_patched(fn: Any) -> bool:
+    return getattr(fn, "_verl_epo_cpu", False)
+
+
+def patch_process_group_backend() -> None:
+    """verl builds ``cpu:gloo,{device}:{backend}`` = ``cpu:gloo,cpu:gloo``, which torch rejects."""
+    import verl.utils.distributed as dist_utils
+
+    original = dist_utils.initialize_global_process_group_ray
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def initialize_global_process_group_ray(timeout_second=None, backend=None):
+        return original(timeout_second=timeout_second, backend=backend or CPU_BACKEND)
+
+    patched = _mark(initialize_global_process_group_ray)
+    dist_utils.initialize_global_process_group_ray = patched
+    # modules that imported the name before activation keep their own reference
+    for module_name in ("verl.workers.engine_workers", "verl.checkpoint_engine.base"):
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, "initialize_global_process_group_ray"):
+            module.initialize_global_process_group_ray = patched
+
+
+def patch_model_config() -> None:
+    """No flash-attn on CPU: sdpa attention and padded (not packed) sequences for every model."""
+    from verl.workers.config.model import HFModelConfig
+
+    original = HFModelConfig.__post_init__
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def __post_init__(self):
+        override = dict(self.override_config or {})
+        if str(override.get("attn_implementation", "flash_attention_2")).startswith("flash"):
+            override["attn_implementation"] = "sdpa"
+        # BaseConfig freezes fields after construction; these two are set before verl reads them.
+        object.__setattr__(self, "override_config", override)
+        object.__setattr__(self, "use_remove_padding", False)
+        original(self)
+
+    HFModelConfig.__post_init__ = _mark(__post_init__)
+
+
+def patch_fsdp_precision() -> None:
+    """FSDP2, fp32 compute (no bf16 mixed precision unless asked for) and no torch.compile."""
+    from verl.workers.config.engine import FSDPEngineConfig
+
+    original = FSDPEngineConfig.__post_init__
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def __post_init__(self):
+        if self.strategy == "fsdp":
+            object.__setattr__(self, "strategy", "fsdp2")  # see patch_fsdp_strategy
+        if self.mixed_precision is None:
+            object.__setattr__(self, "mixed_precision", dict(FP32_MIXED_PRECISION))
+        # inductor needs a C++ toolchain and its compile time dwarfs a small model's step
+        object.__setattr__(self, "use_torch_compile", False)
+        original(self)
+
+    FSDPEngineConfig.__post_init__ = _mark(__post_init__)
+
+
+def patch_fsdp_strategy() -> None:
+    """FSDP1 wraps with ``device_id=<accelerator index>``, which torch refuses without one: use FSDP2.
+
+    The actor and critic configs copy their ``strategy`` onto the engine config, so both are
+    switched before they do.
+    """
+    from verl.workers.config.actor import FSDPActorConfig
+    from verl.workers.config.critic import FSDPCriticConfig
+
+    for cls in (FSDPActorConfig, FSDPCriticConfig):
+        original = cls.__post_init__
+        if _is_patched(original):
+            continue
+
+        def make(original):
+            @functools.wraps(original)
+            def __post_init__(self):
+                if self.strategy == "fsdp":
+                    object.__setattr__(self, "strategy", "fsdp2")
+                original(self)
+
+            return _mark(__post_init__)
+
+        cls.__post_init__ = make(original)
+
+
+def patch_logprob_gap_metrics() -> None:
+    """Add rollout-vs-actor LOG-prob gaps to verl's debug metrics (verl reports prob gaps only).
+
+    Adds ``training/rollout_log_probs_diff_max`` and ``..._mean``: max/mean over response tokens of
+    ``|rollout_log_probs - old_log_probs|``. Zero up to fp32 error when rollout weights equal the
+    actor's.
+    """
+    import verl.utils.debug.metrics as debug_metrics
+
+    original = debug_metrics.calculate_debug_metrics
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def calculate_debug_metrics(data):
+        metrics = original(data)
+        rollout = data.batch["rollout_log_probs"]
+        actor = data.batch["old_log_probs"]
+        mask = data.batch["response_mask"][:, -rollout.shape[-1] :].bool()
+        if rollout.shape == actor.shape and bool(mask.any()):
+            gap = (rollout.float() - actor.float()).abs()[mask]
+            metrics["training/rollout_log_probs_diff_max"] = gap.max().item()
+            metrics["training/rollout_log_probs_diff_mean"] = gap.mean().item()
+        else:
+            metrics["training/rollout_log_probs_diff_max"] = float("nan")
+            metrics["training/rollout_log_probs_diff_mean"] = float("nan")
+        return metrics
+
+    debug_metrics.calculate_debug_metrics = _mark(calculate_debug_metrics)
+    module = sys.modules.get("verl.trainer.ppo.v1.trainer_base")
+    if module is not None:
+        module.calculate_debug_metrics = debug_metrics.calculate_debug_metrics
+
+
+def apply_all() -> None:
+    patch_process_group_backend()
+    patch_model_config()
+    patch_fsdp_precision()
+    patch_fsdp_strategy()
+    patch_logprob_gap_metrics()
