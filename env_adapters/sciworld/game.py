@@ -170,8 +170,13 @@ class ScienceWorldGame(TextGame):
     # -- episode -------------------------------------------------------------------------------
 
     def reset(self, task: str, variation: int = 0, seed: int = 0) -> GameState:
-        """Load ``task`` (name or index) at ``variation``. ScienceWorld is deterministic given the
-        variation, so ``seed`` only labels the episode."""
+        """Load ``task`` (name or index) at ``variation``.
+
+        ScienceWorld takes no seed, so ``seed`` only labels the episode. The variation fixes the
+        task and the world; the simulator's own unseeded randomness remains (objects may be
+        listed in another order after a reload, animals move at random), so two episodes of one
+        variation are the same task but not always byte-identical.
+        """
         name = resolve_task(task)
         limit = splits.max_variations(name)
         given = variation
