@@ -138,8 +138,9 @@ class TextGameAgentLoop(AgentLoopBase):
             )
             response_ids = list(out.token_ids)[: self.response_length]
             logprobs = list(out.log_probs)[: self.response_length] if out.log_probs else None
-            turns.append({"prompt_ids": prompt_ids, "response_ids": response_ids,
-                          "logprobs": logprobs, "seconds": time.perf_counter() - start})
+            # the server's extra fields carry the weight versions verl's staleness checks read
+            turns.append({"prompt_ids": prompt_ids, "response_ids": response_ids, "logprobs": logprobs,
+                          "seconds": time.perf_counter() - start, "extra": dict(out.extra_fields or {})})
             return self.tokenizer.decode(response_ids, skip_special_tokens=True)
 
         try:
@@ -160,7 +161,7 @@ class TextGameAgentLoop(AgentLoopBase):
                     num_turns=2,
                     metrics=AgentLoopMetrics(generate_sequences=turn["seconds"],
                                              tool_calls=result.seconds_in_env / len(turns)),
-                    extra_fields={"reward_extra_info": dict(info)},
+                    extra_fields={**turn["extra"], "reward_extra_info": dict(info)},
                 )
             )
         return outputs

@@ -157,21 +157,20 @@ def validate_with_verl(epo: EPOConfig, config: Any) -> None:
             f"{actor.entropy_coeff} while EPO is enabled: EPO adds its own entropy term "
             "(epo.entropy_coef); set actor_rollout_ref.actor.entropy_coeff=0"
         )
-    if actor.get("use_dynamic_bsz", False) is not True and actor.get("ppo_micro_batch_size_per_gpu"):
-        # a micro-batch larger than the mini-batch is silently clipped by verl; say it here
-        if int(actor.ppo_micro_batch_size_per_gpu) > int(actor.ppo_mini_batch_size) * int(
-            config.actor_rollout_ref.rollout.n
-        ):
-            raise EPOConfigError(
-                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="
-                f"{actor.ppo_micro_batch_size_per_gpu} exceeds the mini-batch "
-                f"(ppo_mini_batch_size x rollout.n = {actor.ppo_mini_batch_size} x "
-                f"{config.actor_rollout_ref.rollout.n}); lower it"
-            )
+    n = int(config.actor_rollout_ref.rollout.n)
+    mini_rows = int(actor.ppo_mini_batch_size) * n
+    micro = actor.get("ppo_micro_batch_size_per_gpu")
+    if not actor.get("use_dynamic_bsz", False) and micro and int(micro) > mini_rows:
+        # verl would split a mini-batch into zero micro-batches
+        raise EPOConfigError(
+            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro} exceeds the rows of a "
+            f"mini-batch (ppo_mini_batch_size x rollout.n = {actor.ppo_mini_batch_size} x {n} = "
+            f"{mini_rows}); lower it to at most {mini_rows}"
+        )
     train_bs = int(config.data.train_batch_size)
     mini_bs = int(actor.ppo_mini_batch_size)
-    if mini_bs <= 0 or train_bs % mini_bs != 0:
+    if mini_bs <= 0 or mini_bs > train_bs:
         raise EPOConfigError(
-            f"data.train_batch_size={train_bs} must be a positive multiple of "
-            f"actor_rollout_ref.actor.ppo_mini_batch_size={mini_bs}"
+            f"actor_rollout_ref.actor.ppo_mini_batch_size={mini_bs} must be between 1 and "
+            f"data.train_batch_size={train_bs}"
         )

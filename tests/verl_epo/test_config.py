@@ -125,8 +125,8 @@ def test_verl_entropy_bonus_while_epo_enabled_fails():
     validate_with_verl(EPOConfig(enable=False), config)
 
 
-def test_train_batch_not_a_multiple_of_mini_batch_fails():
-    config = verl_config(["data.train_batch_size=100", "actor_rollout_ref.actor.ppo_mini_batch_size=32"])
+def test_mini_batch_larger_than_train_batch_fails():
+    config = verl_config(["data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=32"])
     with pytest.raises(EPOConfigError) as info:
         validate_with_verl(EPOConfig(), config)
     assert "data.train_batch_size" in str(info.value)
