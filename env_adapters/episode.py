@@ -104,7 +104,8 @@ async def play_episode(
     loop = asyncio.get_running_loop()
     result = EpisodeResult(task=task)
 
-    async def call(fn: Callable[..., GameState], *args: Any) -> GameState:
+    async def call(fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking game call off the event loop (a ScienceWorld action list takes ~40 ms)."""
         start = time.perf_counter()
         try:
             return await loop.run_in_executor(executor, fn, *args)
@@ -117,16 +118,17 @@ async def play_episode(
     for turn in range(settings.max_turns):
         if state.done:
             break
-        actions = game.admissible_actions()
         messages = build_messages(
             game.task_description,
             state.observation,
             history[-settings.history_turns :] if settings.history_turns else [],
-            game.actions_prompt(),
+            await call(game.actions_prompt),
             turn,
             settings.max_turns,
         )
         response = await policy(messages, turn)
+        # only the lenient parser needs the full list
+        actions = await call(game.admissible_actions) if settings.parser == "lenient" else None
         action = parse_action(response, actions, settings.parser)
         if action is None:
             state = GameState(observation=INVALID_FORMAT, valid_action=False, score=state.score)
