@@ -42,10 +42,11 @@ test-all: install
 	$(VENV)/bin/python -m pytest -q tests -m "slow or not slow"
 
 demo: install
-	$(PY) -m verl_epo.demo --game $(GAME) --out $(OUT) $(if $(STEPS),--steps $(STEPS),)
+	$(PY) recipes/demo.py --game $(GAME) --out $(OUT) $(if $(STEPS),--steps $(STEPS),)
 
+# benchmarks are scripts that print figures (not part of the test suite)
 bench: install
-	$(PY) -m pytest -q tests/benchmarks -s
+	for script in tests/benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) outputs
