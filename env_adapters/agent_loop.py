@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from typing import Any
@@ -129,12 +130,16 @@ class TextGameAgentLoop(AgentLoopBase):
         turns: list[dict[str, Any]] = []
         request_id = uuid4().hex
 
+        session = f"{kwargs.get('uid')}/{kwargs.get('session_id')}"
+
         async def policy(messages: list[dict[str, str]], turn: int) -> str:
             prompt_ids = await self._prompt_ids(messages)
             start = time.perf_counter()
+            # a per-request seed (vLLM's SamplingParams.seed) makes a turn's sample depend only on
+            # (prompt, session, turn), not on which requests were batched together
+            params = {**sampling_params, "seed": zlib.crc32(f"{session}/{turn}".encode())}
             out = await self.server_manager.generate(
-                request_id=f"{request_id}-{turn}", prompt_ids=prompt_ids,
-                sampling_params=dict(sampling_params),
+                request_id=f"{request_id}-{turn}", prompt_ids=prompt_ids, sampling_params=params
             )
             response_ids = list(out.token_ids)[: self.response_length]
             logprobs = list(out.log_probs)[: self.response_length] if out.log_probs else None

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import transfer_queue as tq
 from omegaconf import OmegaConf, open_dict
-from tensordict import TensorDict
+from tensordict import NonTensorData, NonTensorStack, TensorDict
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
@@ -46,6 +46,13 @@ def load_epo_config(config: Any) -> EPOConfig:
     epo = EPOConfig.from_dict(raw)
     validate_with_verl(epo, config)
     return epo
+
+
+def _row_sort_key(key: str) -> tuple[str, int, int]:
+    parts = str(key).rsplit("_", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return parts[0], int(parts[1]), int(parts[2])
+    return str(key), 0, 0
 
 
 class EPOState:
@@ -116,6 +123,7 @@ class EPOTrainer(PPOTrainerSync):
         self.trainer_mode = "sync"
         self.epo_state = EPOState(self.epo)
         self._pending: StepTerms | None = None
+        self._fetches = 0
         print(f"[verl-epo] EPO settings: {json.dumps(self.epo.to_dict())}", flush=True)
 
     # ----- set-up -----------------------------------------------------------------------------
@@ -126,6 +134,21 @@ class EPOTrainer(PPOTrainerSync):
             self.actor_rollout_wg.set_loss_fn(partial(epo_loss, config=actor_cfg, epo=self.epo))
 
     # ----- per step ---------------------------------------------------------------------------
+    def _fetch_one_gen_batch(self) -> TensorDict:
+        """verl names prompts with random uuids; ours are numbered by (step, fetch, row), so a
+        run, and a run resumed from a checkpoint, replays the same batch order and sampling seeds."""
+        batch = super()._fetch_one_gen_batch()
+        self._fetches += 1
+        uids = [f"s{self.global_steps:06d}f{self._fetches:03d}r{i:05d}" for i in range(len(batch))]
+        batch.set("uid", NonTensorStack(*[NonTensorData(u) for u in uids]))
+        return batch
+
+    def _balance_batch(self, batch: KVBatchMeta, metrics: dict, *args: Any, **kwargs: Any) -> KVBatchMeta:
+        # episodes finish in any order; sort rows by (prompt, session, turn) first so that the
+        # balanced layout, and so the mini-batches, do not depend on timing
+        batch.reorder(sorted(range(len(batch)), key=lambda i: _row_sort_key(batch.keys[i])))
+        return super()._balance_batch(batch, metrics, *args, **kwargs)
+
     def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         batch = super()._compute_old_log_prob(batch, metrics)
         data = tq.kv_batch_get(

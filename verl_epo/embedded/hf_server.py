@@ -36,6 +36,8 @@ class GenerationRequest:
     top_p: float
     want_logprobs: bool
     stop_ids: frozenset[int]
+    seed: int | None = None
+    """vLLM's per-request ``seed``: the sample then depends on the request alone."""
     token_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
 
@@ -74,6 +76,7 @@ def parse_sampling_params(
         top_p=float(params.pop("top_p", 1.0)),
         want_logprobs=bool(params.pop("logprobs", False)),
         stop_ids=frozenset(stop_ids),
+        seed=None if params.get("seed") is None else int(params.pop("seed")),
     )
 
 
@@ -113,6 +116,10 @@ def generate_batch(
     top_k = torch.tensor([r.top_k for r in requests], dtype=torch.long)
     top_p = torch.tensor([r.top_p for r in requests])
     done = torch.zeros(bs, dtype=torch.bool)
+    if any(r.seed is not None for r in requests):
+        rngs = [generator if r.seed is None else torch.Generator().manual_seed(r.seed) for r in requests]
+    else:
+        rngs = generator
     cache = None
     for _ in range(max(r.max_tokens for r in requests)):
         out = model(
@@ -123,7 +130,7 @@ def generate_batch(
             use_cache=True,
         )
         cache = out.past_key_values
-        tokens, log_probs = sample_next_tokens(out.logits[:, -1], temperature, top_k, top_p, generator)
+        tokens, log_probs = sample_next_tokens(out.logits[:, -1], temperature, top_k, top_p, rngs)
         for row, req in enumerate(requests):
             if done[row]:
                 continue

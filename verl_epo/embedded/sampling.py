@@ -15,7 +15,7 @@ def sample_next_tokens(
     temperature: torch.Tensor,
     top_k: torch.Tensor,
     top_p: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row.
 
@@ -24,7 +24,8 @@ def sample_next_tokens(
         temperature: (bs,) sampling temperature; ``<= 0`` means greedy (log-probs then use T = 1).
         top_k: (bs,) keep the k most likely tokens; ``<= 0`` disables the filter.
         top_p: (bs,) keep the smallest set of tokens whose mass reaches p; ``>= 1`` disables it.
-        generator: torch RNG for reproducible sampling.
+        generator: torch RNG for reproducible sampling, or one per row (a request's own seed makes
+            its sample independent of which other requests share the batch).
 
     Returns:
         tokens: (bs,) sampled token ids (long).
@@ -46,7 +47,11 @@ def sample_next_tokens(
     # the most likely token always survives, so every row keeps at least one candidate
     drop = drop | ((mass_before >= top_p[:, None].float()) & (rank > 0))
     sorted_probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
-    pick = torch.multinomial(sorted_probs, 1, generator=generator).squeeze(-1)
+    if isinstance(generator, list):
+        pick = torch.cat([torch.multinomial(sorted_probs[row : row + 1], 1, generator=gen).squeeze(-1)
+                          for row, gen in enumerate(generator)])
+    else:
+        pick = torch.multinomial(sorted_probs, 1, generator=generator).squeeze(-1)
     sampled = sorted_idx.gather(-1, pick[:, None]).squeeze(-1)
 
     tokens = torch.where(greedy, logits.argmax(dim=-1), sampled)
