@@ -1,0 +1,131 @@
+"""The report over hand-written run directories: last-N means, mean ± sample std over seeds, plots."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from verl_epo.report import find_runs, last_n_mean, report
+
+VAL = "val-aux/synthetic/success/mean@1"
+VAL2 = "val-aux/other/success/mean@4"
+ROOT = Path(__file__).resolve().parents[2]
+
+# validation success at steps 0, 5, 10, 15, 20 per (method, seed); an early best point (1.0 at step 0
+# or 5) must not leak into the last-3 window (steps 10, 15, 20)
+VALIDATION = {
+    ("grpo", 1): [0.1, 1.0, 0.5, 0.6, 0.7],  # last 3 -> 0.6
+    ("grpo", 2): [1.0, 0.2, 0.4, 0.5, 0.6],  # -> 0.5
+    ("grpo", 3): [0.0, 0.3, 0.7, 0.8, 0.9],  # -> 0.8
+    ("grpo_epo", 1): [0.2, 0.4, 0.75, 0.75, 0.75],  # -> 0.75
+    ("grpo_epo", 2): [0.2, 0.4, 0.25, 0.25, 0.25],  # -> 0.25
+}
+# hand-computed: grpo 0.6, 0.5, 0.8 -> mean 0.633333, sample std sqrt(0.046667 / 2) = 0.152753
+#                grpo_epo 0.75, 0.25 -> mean 0.5, sample std 0.353553
+
+
+def _write_run(folder: Path, values: list[float], with_run_json: tuple[str, int] | None = None) -> None:
+    folder.mkdir(parents=True)
+    rows = []
+    for step in range(0, 21):
+        data = {"env/success": step / 40, "epo/trajectory_entropy": 2.0 - step / 20,
+                "epo/reference_entropy": 1.8, "epo/band_low": 0.0, "epo/band_high": 3.6,
+                "epo/frac_above_band": 0.01, "epo/frac_below_band": 0.0,
+                "epo/entropy_turn_000": 2.0, "epo/entropy_turn_004": 1.5 - step / 100}
+        if step % 5 == 0:
+            data[VAL] = values[step // 5]
+            data[VAL2] = 0.5
+        rows.append({"step": step, "data": data})
+    # a resumed run logs its last step again: the later line wins
+    rows.append({"step": 20, "data": {VAL: values[-1]}})
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (folder / "metrics.jsonl").write_text(text + '{"step": 21, "da')  # and a torn last line
+    if with_run_json:
+        (folder / "run.json").write_text(json.dumps({"method": with_run_json[0], "seed": with_run_json[1]}))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    for (method, seed), values in VALIDATION.items():
+        if (method, seed) == ("grpo_epo", 2):  # named only by run.json
+            _write_run(root / "second-epo-run", values, with_run_json=(method, seed))
+        else:
+            _write_run(root / f"{method}-seed{seed}", values)
+    return root
+
+
+def test_last_n_mean_uses_the_last_points_not_the_best():
+    assert last_n_mean({0: 1.0, 5: 0.2, 10: 0.4, 15: 0.6}, 3) == (pytest.approx(0.4), [5, 10, 15])
+    assert last_n_mean({3: 0.5}, 3) == (0.5, [3])
+    assert last_n_mean({}, 3) is None
+    with pytest.raises(ValueError, match="--last-n"):
+        last_n_mean({0: 1.0}, 0)
+
+
+def test_table_mean_and_std_match_hand_computation(study, tmp_path):
+    result = report([study], tmp_path, last_n=3, per_run_plots=False)
+    cells = {(e["method"], e["metric"]): e for e in result["table"]}
+    grpo = cells[("grpo", VAL)]
+    assert grpo["per_seed"] == {1: pytest.approx(0.6), 2: pytest.approx(0.5), 3: pytest.approx(0.8)}
+    assert grpo["mean"] == pytest.approx(0.633333, abs=1e-6)
+    assert grpo["std"] == pytest.approx(0.152753, abs=1e-6)
+    assert grpo["steps"][1] == [10, 15, 20]
+    epo = cells[("grpo_epo", VAL)]
+    assert epo["seeds"] == [1, 2] and epo["mean"] == pytest.approx(0.5)
+    assert epo["std"] == pytest.approx(0.353553, abs=1e-6)
+    assert cells[("grpo", VAL2)]["mean"] == pytest.approx(0.5) and cells[("grpo", VAL2)]["std"] == 0.0
+
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| grpo | 1, 2, 3 | 50.0 ± 0.0 | 63.3 ± 15.3 |" in markdown
+    assert "| grpo_epo | 1, 2 | 50.0 ± 0.0 | 50.0 ± 35.4 |" in markdown
+    assert "last 3 validation points" in markdown
+    with open(tmp_path / "results.csv") as f:
+        rows = {(r["method"], r["metric"]): r for r in csv.DictReader(f)}
+    assert float(rows[("grpo", VAL)]["mean"]) == pytest.approx(0.633333, abs=1e-6)
+    assert float(rows[("grpo", VAL)]["std"]) == pytest.approx(0.152753, abs=1e-6)
+    assert rows[("grpo", VAL)]["points_per_seed"] == "1:3 2:3 3:3"
+
+
+def test_last_n_is_configurable(study, tmp_path):
+    result = report([study], tmp_path, last_n=1, per_run_plots=False)
+    grpo = next(e for e in result["table"] if e["method"] == "grpo" and e["metric"] == VAL)
+    assert grpo["per_seed"] == {1: pytest.approx(0.7), 2: pytest.approx(0.6), 3: pytest.approx(0.9)}
+
+
+def test_plots_are_written(study, tmp_path):
+    result = report([study], tmp_path, per_run_plots=True)
+    names = {p.name for p in result["plots"]}
+    assert {"success.png", "entropy.png", "band_fractions.png", "entropy_by_turn_grpo.png",
+            "entropy_by_turn_grpo_epo.png"} <= names
+    for plot in result["plots"]:
+        assert plot.is_file() and plot.stat().st_size > 5000, plot
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "runs" / "grpo-seed1" / "entropy.png").is_file()
+
+
+def test_command_line(study, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "verl_epo.report", str(study), "--out", str(tmp_path),
+                          "--no-run-plots"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "63.3 ± 15.3" in out and "plot: " in out
+
+
+def test_bad_run_directories(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_runs([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        find_runs([tmp_path / "empty"])
+    unnamed = tmp_path / "unnamed"
+    unnamed.mkdir()
+    (unnamed / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="<method>-seed<N>"):
+        find_runs([unnamed])
+    twin = tmp_path / "twin"
+    _write_run(twin, [0.0] * 5, with_run_json=("grpo", 1))
+    _write_run(tmp_path / "grpo-seed1", [0.0] * 5)
+    with pytest.raises(ValueError, match="both grpo seed 1"):
+        find_runs([twin, tmp_path / "grpo-seed1"])

@@ -1,0 +1,359 @@
+"""Results table and plots over several training runs (methods × seeds), from verl's file-logger JSONL.
+
+``python -m verl_epo.report RUN_DIR... --out DIR [--last-n 3]``
+
+Each run directory holds ``metrics.jsonl`` (``trainer.logger=[file]``; rows ``{"step": N, "data":
+{metric: value}}``) and names its method and seed in ``run.json`` (``{"method": "grpo_epo", "seed":
+1}``) or, without one, in its own name ``<method>-seed<N>`` (``grpo_epo-seed1``). A directory
+without ``metrics.jsonl`` stands for the run directories inside it.
+
+The table (``results.md``, ``results.csv``) follows the paper's Table 1: one row per method, one
+column per validation metric ``val-aux/<source>/success/mean@N``, each cell the mean ± sample
+standard deviation (ddof=1) over seeds of one number per run: **the mean of that run's last N
+validation points** (``--last-n``, default 3). Never the best point: a fixed window at the end of
+training is what a user who cannot peek at the test split would get. A run with fewer than N
+points contributes the mean of what it has (the CSV says how many).
+
+Plots (PNG, in ``DIR``): ``success.png`` (validation and training success vs step, mean over seeds
+with a ± std band, per method), ``entropy.png`` (trajectory entropy, Eq. 2, with the reference H̄_ref
+and the κ band, per method), ``entropy_by_turn_<method>.png`` (turn-index bucket × step heatmap, mean
+over seeds), ``band_fractions.png`` (fraction of tokens above / below the band); and each run's own
+plots (:func:`verl_epo.plots.plot_run`) in ``DIR/runs/<run>/``.
+
+Pure analysis: reads files, imports nothing from the games or from verl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verl_epo.plots import plot_run, read_jsonl
+
+DEFAULT_LAST_N = 3
+RUN_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
+VALIDATION_SUCCESS = re.compile(r"^val-aux/(?P<source>[^/]+)/success/mean@(?P<n>\d+)$")
+TRAIN_SUCCESS = "env/success"
+
+
+@dataclass
+class Run:
+    """One training run: its method, seed and metrics by name as {step: value}."""
+
+    name: str
+    method: str
+    seed: int
+    path: Path
+    metrics: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        points = sorted(self.metrics.get(key, {}).items())
+        return np.array([s for s, _ in points]), np.array([v for _, v in points])
+
+
+def metrics_by_step(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """{metric: {step: value}} of the finite numbers; a step logged twice (resumed run) keeps the last."""
+    out: dict[str, dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        for key, value in row.get("data", {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
+                out[key][int(row["step"])] = float(value)
+    return dict(out)
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run directory; method and seed from ``run.json`` or the name ``<method>-seed<N>``."""
+    path = Path(path)
+    metrics = path / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{path} has no metrics.jsonl; train with trainer.logger=[console,file] and "
+                                "VERL_FILE_LOGGER_PATH=<run dir>/metrics.jsonl")
+    info_file = path / "run.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+        if "method" not in info or "seed" not in info:
+            raise ValueError(f"{info_file} must name the run's method and seed, e.g. "
+                             '{"method": "grpo_epo", "seed": 1}')
+        method, seed = str(info["method"]), int(info["seed"])
+    else:
+        match = RUN_NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"cannot tell the method and seed of {path}: name it <method>-seed<N> (e.g. "
+                             'grpo_epo-seed1) or add run.json {"method": ..., "seed": ...}')
+        method, seed = match["method"], int(match["seed"])
+    return Run(path.name, method, seed, path, metrics_by_step(read_jsonl(metrics)))
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Runs from the given directories (a directory without metrics.jsonl: the runs inside it)."""
+    runs: list[Run] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise FileNotFoundError(f"run directory {p} does not exist")
+        if (p / "metrics.jsonl").is_file():
+            runs.append(load_run(p))
+        else:
+            inner = sorted(d for d in p.iterdir() if (d / "metrics.jsonl").is_file())
+            if not inner:
+                raise FileNotFoundError(f"{p} has no metrics.jsonl, nor any run directory with one")
+            runs += [load_run(d) for d in inner]
+    seen: dict[tuple[str, int], str] = {}
+    for run in runs:
+        if (run.method, run.seed) in seen:
+            raise ValueError(f"runs {seen[(run.method, run.seed)]} and {run.path} are both {run.method} seed "
+                             f"{run.seed}; pass each run once")
+        seen[(run.method, run.seed)] = str(run.path)
+    return runs
+
+
+def last_n_mean(values_by_step: dict[int, float], n: int) -> tuple[float, list[int]] | None:
+    """Mean of the last ``n`` points by step, and the steps used; None without points."""
+    if n < 1:
+        raise ValueError(f"--last-n {n} must be >= 1")
+    steps = sorted(values_by_step)[-n:]
+    if not steps:
+        return None
+    return statistics.fmean(values_by_step[s] for s in steps), steps
+
+
+def validation_metrics(runs: list[Run]) -> list[str]:
+    return sorted({k for r in runs for k in r.metrics if VALIDATION_SUCCESS.match(k)})
+
+
+def methods_in_order(runs: list[Run]) -> list[str]:
+    return list(dict.fromkeys(r.method for r in runs))
+
+
+def results_table(runs: list[Run], last_n: int = DEFAULT_LAST_N) -> list[dict[str, Any]]:
+    """One entry per (method, validation metric): per-seed last-N means, their mean and sample std."""
+    table = []
+    for method in methods_in_order(runs):
+        mine = sorted((r for r in runs if r.method == method), key=lambda r: r.seed)
+        for key in validation_metrics(runs):
+            per_seed: dict[int, float] = {}
+            points: dict[int, list[int]] = {}
+            for run in mine:
+                found = last_n_mean(run.metrics.get(key, {}), last_n)
+                if found is not None:
+                    per_seed[run.seed], points[run.seed] = found
+            values = list(per_seed.values())
+            table.append({
+                "method": method, "metric": key, "source": VALIDATION_SUCCESS.match(key)["source"],
+                "n_seeds": len(values), "seeds": sorted(per_seed),
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+                "per_seed": per_seed, "steps": points, "last_n": last_n,
+            })
+    return table
+
+
+def _cell(entry: dict[str, Any], runs_of_method: int) -> str:
+    if entry["mean"] is None:
+        return "–"
+    text = f"{100 * entry['mean']:.1f}"
+    if entry["std"] is not None:
+        text += f" ± {100 * entry['std']:.1f}"
+    if entry["n_seeds"] != runs_of_method:
+        text += f" (n={entry['n_seeds']})"
+    return text
+
+
+def to_markdown(table: list[dict[str, Any]], runs: list[Run], last_n: int) -> str:
+    """Methods × validation metrics, success in %, mean ± std over seeds."""
+    metrics = validation_metrics(runs)
+    header = ["method", "seeds", *[f"{k.split('/')[1]} success@{k.rsplit('@', 1)[1]} (%)" for k in metrics]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods_in_order(runs):
+        seeds = sorted(r.seed for r in runs if r.method == method)
+        cells = [_cell(e, len(seeds)) for k in metrics for e in table if e["method"] == method and e["metric"] == k]
+        lines.append("| " + " | ".join([method, ", ".join(map(str, seeds)), *cells]) + " |")
+    note = (f"\nMean ± sample std (ddof=1) over seeds of each run's mean over its last {last_n} validation "
+            "points (not the best point).")
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def write_csv(table: list[dict[str, Any]], path: Path) -> None:
+    """Long format, values as logged (fractions, not %): one line per (method, metric)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "metric", "source", "n_seeds", "seeds", "mean", "std", "last_n", "per_seed",
+                         "points_per_seed"])
+        for e in table:
+            writer.writerow([
+                e["method"], e["metric"], e["source"], e["n_seeds"], " ".join(map(str, e["seeds"])),
+                "" if e["mean"] is None else repr(e["mean"]), "" if e["std"] is None else repr(e["std"]),
+                e["last_n"], " ".join(f"{s}:{v!r}" for s, v in e["per_seed"].items()),
+                " ".join(f"{s}:{len(p)}" for s, p in e["steps"].items()),
+            ])
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+
+def seed_band(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, std) over the runs that logged ``key`` at each step (std 0 with one run)."""
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for step, value in run.metrics.get(key, {}).items():
+            by_step[step].append(value)
+    steps = np.array(sorted(by_step))
+    mean = np.array([np.mean(by_step[s]) for s in steps])
+    std = np.array([np.std(by_step[s], ddof=1) if len(by_step[s]) > 1 else 0.0 for s in steps])
+    return steps, mean, std
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
+def _colors(methods: list[str]) -> dict[str, Any]:
+    cmap = _plt().get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+
+
+def _banded(ax: Any, runs: list[Run], key: str, color: Any, label: str, **style: Any) -> bool:
+    steps, mean, std = seed_band(runs, key)
+    if not len(steps):
+        return False
+    ax.plot(steps, mean, color=color, label=label, **style)
+    ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    return True
+
+
+def plot_success(runs: list[Run], out: Path) -> Path:
+    """Validation success per metric and training success vs step; mean over seeds ± std."""
+    plt = _plt()
+    keys = [*validation_metrics(runs), TRAIN_SUCCESS]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    colors = _colors(methods_in_order(runs))
+    for ax, key in zip(axes[0], keys, strict=True):
+        for method in methods_in_order(runs):
+            n = sum(r.method == method for r in runs)
+            _banded(ax, [r for r in runs if r.method == method], key, colors[method], f"{method} (n={n})",
+                    marker="." if key == TRAIN_SUCCESS else "o", markersize=3)
+        title = "training episodes" if key == TRAIN_SUCCESS else f"validation: {key.split('/')[1]}"
+        ax.set(xlabel="step", ylabel="success rate", ylim=(-0.02, 1.02), title=title)
+        ax.legend(loc="best", fontsize="small")
+    return _save(fig, out / "success.png")
+
+
+def plot_entropy(runs: list[Run], out: Path) -> Path:
+    """Trajectory entropy (Eq. 2) with H̄_ref and the κ band [κ_l·H̄_ref, κ_r·H̄_ref], per method."""
+    plt = _plt()
+    methods = methods_in_order(runs)
+    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), squeeze=False, sharey=True)
+    colors = _colors(methods)
+    for ax, method in zip(axes[0], methods, strict=True):
+        mine = [r for r in runs if r.method == method]
+        _banded(ax, mine, "epo/trajectory_entropy", colors[method], "trajectory entropy (Eq. 2)")
+        steps, ref, _ = seed_band(mine, "epo/reference_entropy")
+        if len(steps):
+            ax.plot(steps, ref, color="black", linestyle="--", label="reference H̄_ref")
+            low_steps, low, _ = seed_band(mine, "epo/band_low")
+            high_steps, high, _ = seed_band(mine, "epo/band_high")
+            if len(low_steps) and np.array_equal(low_steps, high_steps):
+                ax.fill_between(low_steps, low, high, color="tab:green", alpha=0.12, label="κ band")
+        ax.set(xlabel="step", ylabel="entropy (nats)", title=f"{method} (mean over {len(mine)} seeds)")
+        ax.legend(loc="best", fontsize="small")
+    return _save(fig, out / "entropy.png")
+
+
+def plot_entropy_by_turn(runs: list[Run], method: str, out: Path) -> Path | None:
+    """Heatmap: mean entropy per turn-index bucket (rows) and step (columns), averaged over seeds."""
+    mine = [r for r in runs if r.method == method]
+    buckets = sorted({k for r in mine for k in r.metrics if k.startswith("epo/entropy_turn_")})
+    if not buckets:
+        return None
+    logged = sorted({s for r in mine for k in buckets for s in r.metrics.get(k, {})})
+    steps = list(range(logged[0], logged[-1] + 1))  # every step a column: gaps stay blank, the axis stays true
+    grid = np.full((len(buckets), len(steps)), np.nan)
+    for i, key in enumerate(buckets):
+        band_steps, mean, _ = seed_band(mine, key)
+        for step, value in zip(band_steps, mean, strict=True):
+            grid[i, steps.index(step)] = value
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    image = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+                      extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, len(buckets) - 0.5))
+    ax.set_yticks(range(len(buckets)), [f"turn {int(k.rsplit('_', 1)[1])}+" for k in buckets])
+    ax.set(xlabel="step", title=f"Entropy by turn index: {method} (mean over {len(mine)} seeds)")
+    fig.colorbar(image, ax=ax, label="entropy (nats)")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", method)
+    return _save(fig, out / f"entropy_by_turn_{safe}.png")
+
+
+def plot_band_fractions(runs: list[Run], out: Path) -> Path:
+    """Fraction of response tokens above κ_r·H̄_ref and below κ_l·H̄_ref, per method."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
+    colors = _colors(methods_in_order(runs))
+    for ax, (key, title) in zip(axes[0], [("epo/frac_above_band", "tokens above κ_r·H̄_ref"),
+                                           ("epo/frac_below_band", "tokens below κ_l·H̄_ref")], strict=True):
+        for method in methods_in_order(runs):
+            _banded(ax, [r for r in runs if r.method == method], key, colors[method], method, marker=".")
+        ax.set(xlabel="step", ylabel="fraction of tokens", title=title)
+        ax.legend(loc="best", fontsize="small")
+    return _save(fig, out / "band_fractions.png")
+
+
+def report(paths: list[str | Path], out: str | Path, last_n: int = DEFAULT_LAST_N,
+           per_run_plots: bool = True) -> dict[str, Any]:
+    """Write results.md, results.csv and the plots to ``out``; returns what was written."""
+    runs = find_runs(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = results_table(runs, last_n)
+    markdown = to_markdown(table, runs, last_n)
+    (out / "results.md").write_text(markdown)
+    write_csv(table, out / "results.csv")
+    plots = [plot_success(runs, out), plot_entropy(runs, out), plot_band_fractions(runs, out)]
+    plots += [p for m in methods_in_order(runs) if (p := plot_entropy_by_turn(runs, m, out)) is not None]
+    if per_run_plots:
+        for run in runs:
+            plots += plot_run(run.path / "metrics.jsonl", out / "runs" / run.name)
+    return {"table": table, "markdown": markdown, "results_md": out / "results.md",
+            "results_csv": out / "results.csv", "plots": plots,
+            "runs": [(r.method, r.seed, str(r.path)) for r in runs]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description="Results table (mean ± std over seeds, last-N validation points) "
+                                            "and plots over training runs.")
+    p.add_argument("runs", nargs="+", help="run directories (<method>-seed<N>/ with metrics.jsonl), or folders "
+                                           "holding them")
+    p.add_argument("--out", required=True, help="output folder for results.md, results.csv and the plots")
+    p.add_argument("--last-n", type=int, default=DEFAULT_LAST_N,
+                   help=f"validation points at the end of each run to average (default {DEFAULT_LAST_N})")
+    p.add_argument("--no-run-plots", action="store_true", help="skip each run's own plots")
+    args = p.parse_args(argv)
+    result = report(args.runs, args.out, args.last_n, per_run_plots=not args.no_run_plots)
+    print(result["markdown"])
+    print(f"table: {result['results_md']} and {result['results_csv']}")
+    for plot in result["plots"]:
+        print(f"plot: {plot}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
