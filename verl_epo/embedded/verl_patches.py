@@ -116,6 +116,22 @@ def patch_fsdp_strategy() -> None:
         cls.__post_init__ = make(original)
 
 
+def patch_fsdp_offload_policy() -> None:
+    """verl offloads the reference model with ``CPUOffloadPolicy(pin_memory=True)``; pinning needs
+    an accelerator, and on CPU the parameters already live in host memory: never pin."""
+    import verl.workers.engine.fsdp.transformer_impl as fsdp_impl
+
+    original = fsdp_impl.CPUOffloadPolicy
+    if original is None or _is_patched(original):
+        return
+
+    def unpinned_offload_policy(*args: Any, **kwargs: Any):
+        kwargs["pin_memory"] = False
+        return original(*args, **kwargs)
+
+    fsdp_impl.CPUOffloadPolicy = _mark(unpinned_offload_policy)
+
+
 def patch_logprob_gap_metrics() -> None:
     """Add rollout-vs-actor LOG-prob gaps to verl's debug metrics (verl reports prob gaps only).
 
@@ -155,4 +171,5 @@ def apply_all() -> None:
     patch_model_config()
     patch_fsdp_precision()
     patch_fsdp_strategy()
+    patch_fsdp_offload_policy()
     patch_logprob_gap_metrics()
