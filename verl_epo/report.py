@@ -3,9 +3,10 @@
 ``python -m verl_epo.report RUN_DIR... --out DIR [--last-n 3]``
 
 Each run directory holds ``metrics.jsonl`` (``trainer.logger=[file]``; rows ``{"step": N, "data":
-{metric: value}}``) and names its method and seed in ``run.json`` (``{"method": "grpo_epo", "seed":
-1}``) or, without one, in its own name ``<method>-seed<N>`` (``grpo_epo-seed1``). A directory
-without ``metrics.jsonl`` stands for the run directories inside it.
+{metric: value}}``; a resumed run's later ``metrics.<suffix>.jsonl`` files are read after it) and
+names its method and seed in ``run.json`` (``{"method": "grpo_epo", "seed": 1}``) or, without one,
+in its own name ``<method>-seed<N>`` (``grpo_epo-seed1``). A directory without ``metrics.jsonl``
+stands for the run directories inside it.
 
 The table (``results.md``, ``results.csv``) follows the paper's Table 1: one row per method, one
 column per validation metric ``val-aux/<source>/success/mean@N``, each cell the mean ± sample
@@ -90,7 +91,17 @@ def load_run(path: str | Path) -> Run:
             raise ValueError(f"cannot tell the method and seed of {path}: name it <method>-seed<N> (e.g. "
                              'grpo_epo-seed1) or add run.json {"method": ..., "seed": ...}')
         method, seed = match["method"], int(match["seed"])
-    return Run(path.name, method, seed, path, metrics_by_step(read_jsonl(metrics)))
+    rows = [row for f in metric_files(path) for row in read_jsonl(f)]
+    return Run(path.name, method, seed, path, metrics_by_step(rows))
+
+
+def metric_files(path: Path) -> list[Path]:
+    """``metrics.jsonl``, then any ``metrics.<suffix>.jsonl`` in name order (later files win a step).
+
+    verl's file logger truncates its file when a run starts, so a resumed run must log to a new
+    file (e.g. ``metrics.<timestamp>.jsonl``) in the same directory to keep the earlier steps.
+    """
+    return [path / "metrics.jsonl", *sorted(path.glob("metrics.*.jsonl"))]
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:

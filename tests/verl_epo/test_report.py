@@ -129,3 +129,14 @@ def test_bad_run_directories(tmp_path):
     _write_run(tmp_path / "grpo-seed1", [0.0] * 5)
     with pytest.raises(ValueError, match="both grpo seed 1"):
         find_runs([twin, tmp_path / "grpo-seed1"])
+
+
+def test_resumed_run_logs_to_a_second_file(tmp_path):
+    # verl's file logger truncates its file on start: a resumed run writes metrics.<suffix>.jsonl
+    run = tmp_path / "grpo-seed7"
+    _write_run(run, [0.0, 0.0, 0.0, 0.0, 0.0])
+    later = [{"step": 20, "data": {VAL: 0.9}}, {"step": 25, "data": {VAL: 0.6}}, {"step": 30, "data": {VAL: 0.3}}]
+    (run / "metrics.2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in later))
+    (loaded,) = find_runs([run])
+    assert loaded.metrics[VAL][0] == 0.0 and loaded.metrics[VAL][20] == 0.9
+    assert last_n_mean(loaded.metrics[VAL], 3) == (pytest.approx(0.6), [20, 25, 30])
