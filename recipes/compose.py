@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,8 @@ def check_tasks(config: Any) -> None:
     if section is not None:
         known = task_set_names()
         for key in ("train_set", "val_set"):
+            if key not in section:  # e.g. a CPU recipe that takes data.*_files directly
+                continue
             _require(section.get(key) in known,
                      f"recipe.{key}={section.get(key)!r} is not a task set; registered: {', '.join(known)}")
         for name in section.get("test_sets") or []:
@@ -164,6 +167,25 @@ def _caused_by_os_error(err: BaseException) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _swapped(config: Any, values: dict[str, Any]) -> Iterator[None]:
+    """Set dotted keys for the duration of the block, then restore their raw values (an
+    interpolation such as ``${recipe.model}`` stays an interpolation); cheaper than a copy."""
+    saved = []
+    try:
+        for key, value in values.items():
+            parent_key, leaf = key.rsplit(".", 1)
+            parent = config
+            for part in parent_key.split("."):
+                parent = parent[part]
+            saved.append((parent, leaf, parent._get_node(leaf)._value()))
+            parent[leaf] = value
+        yield
+    finally:
+        for parent, leaf, raw in reversed(saved):
+            parent[leaf] = raw
+
+
 def check_verl(config: Any, stand_in_model: str | None = None) -> None:
     """verl's own ``validate_config``, exactly as ``main_ppo.main`` calls it.
 
@@ -173,7 +195,6 @@ def check_verl(config: Any, stand_in_model: str | None = None) -> None:
     """
     import importlib.util
 
-    from omegaconf import OmegaConf
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
@@ -183,20 +204,19 @@ def check_verl(config: Any, stand_in_model: str | None = None) -> None:
     # installed (CPU machines), apply the same rule here and let verl check everything else
     skip_vllm_rule = (lora_rank > 0 and config.actor_rollout_ref.rollout.name == "vllm"
                       and importlib.util.find_spec("vllm") is None)
-    if stand_in_model is not None or skip_vllm_rule:
-        config = OmegaConf.create(OmegaConf.to_container(config, resolve=True))
+    swaps: dict[str, Any] = {}
     if stand_in_model is not None:
-        for section in (config.actor_rollout_ref.model, config.critic.model):
-            section.path = stand_in_model
-            section.tokenizer_path = stand_in_model
+        for section in ("actor_rollout_ref.model", "critic.model"):
+            swaps[f"{section}.path"] = swaps[f"{section}.tokenizer_path"] = stand_in_model
     if skip_vllm_rule:
         _require(lora_rank <= 512, f"actor_rollout_ref.model.lora_rank={lora_rank} exceeds vLLM's maximum (512)")
-        config.actor_rollout_ref.model.lora_rank = 0
-        if "lora" in config.actor_rollout_ref.model:
-            config.actor_rollout_ref.model.lora.rank = 0
+        swaps["actor_rollout_ref.model.lora_rank"] = 0
+        if "lora" in model:
+            swaps["actor_rollout_ref.model.lora.rank"] = 0
     try:
-        validate_config(config=config, use_reference_policy=need_reference_policy(config),
-                        use_critic=need_critic(config))
+        with _swapped(config, swaps):
+            validate_config(config=config, use_reference_policy=need_reference_policy(config),
+                            use_critic=need_critic(config))
     except (AssertionError, ValueError) as err:
         raise RecipeError(f"verl's validate_config rejected the recipe: {err}") from err
     except Exception as err:
