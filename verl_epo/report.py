@@ -13,7 +13,9 @@ column per validation metric ``val-aux/<source>/success/mean@N``, each cell the 
 standard deviation (ddof=1) over seeds of one number per run: **the mean of that run's last N
 validation points** (``--last-n``, default 3). Never the best point: a fixed window at the end of
 training is what a user who cannot peek at the test split would get. A run with fewer than N
-points contributes the mean of what it has (the CSV says how many).
+points contributes the mean of what it has (the CSV says how many). Final evaluations of a run's
+last checkpoint (``python -m env_adapters.evaluate ... --out <run>/eval/<name>``) add one column per
+evaluated set, with the run's success averaged over evaluation seeds as its one number.
 
 Plots (PNG, in ``DIR``): ``success.png`` (validation and training success vs step, mean over seeds
 with a ± std band, per method), ``entropy.png`` (trajectory entropy, Eq. 2, with the reference H̄_ref
@@ -31,6 +33,7 @@ import csv
 import json
 import re
 import statistics
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +47,8 @@ DEFAULT_LAST_N = 3
 RUN_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
 VALIDATION_SUCCESS = re.compile(r"^val-aux/(?P<source>[^/]+)/success/mean@(?P<n>\d+)$")
 TRAIN_SUCCESS = "env/success"
+EVAL_DIR = "eval"
+EVAL_PREFIX = "eval:"
 
 
 @dataclass
@@ -55,6 +60,8 @@ class Run:
     seed: int
     path: Path
     metrics: dict[str, dict[int, float]] = field(default_factory=dict)
+    evaluations: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Final evaluation per task set: (success averaged over evaluation seeds, number of seeds)."""
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         points = sorted(self.metrics.get(key, {}).items())
@@ -92,7 +99,27 @@ def load_run(path: str | Path) -> Run:
                              'grpo_epo-seed1) or add run.json {"method": ..., "seed": ...}')
         method, seed = match["method"], int(match["seed"])
     rows = [row for f in metric_files(path) for row in read_jsonl(f)]
-    return Run(path.name, method, seed, path, metrics_by_step(rows))
+    return Run(path.name, method, seed, path, metrics_by_step(rows), evaluation_results(path))
+
+
+def evaluation_results(path: Path) -> dict[str, tuple[float, int]]:
+    """Success per set from ``python -m env_adapters.evaluate`` summaries under ``<run>/eval/``.
+
+    Only complete evaluations count (an interrupted one is reported and left out); a set evaluated
+    twice for one run is an error.
+    """
+    found: dict[str, tuple[float, int]] = {}
+    for file in sorted((path / EVAL_DIR).glob("**/summary.json")):
+        for set_name, result in json.loads(file.read_text()).get("sets", {}).items():
+            if set_name in found:
+                raise ValueError(f"{path} has two final evaluations of {set_name}; keep one under {EVAL_DIR}/")
+            if not result.get("complete") or result["success"]["mean"] is None:
+                print(f"[report] {file}: evaluation of {set_name} is incomplete "
+                      f"({result.get('episodes')}/{result.get('expected_episodes')} episodes), left out; "
+                      "rerun the same command to finish it", file=sys.stderr)
+                continue
+            found[set_name] = (float(result["success"]["mean"]), int(result["success"]["n_seeds"]))
+    return found
 
 
 def metric_files(path: Path) -> list[Path]:
@@ -140,29 +167,54 @@ def validation_metrics(runs: list[Run]) -> list[str]:
     return sorted({k for r in runs for k in r.metrics if VALIDATION_SUCCESS.match(k)})
 
 
+def evaluation_columns(runs: list[Run]) -> list[str]:
+    return [EVAL_PREFIX + name for name in sorted({k for r in runs for k in r.evaluations})]
+
+
+def table_columns(runs: list[Run]) -> list[str]:
+    """Validation metrics (last-N window of training-time validation), then final-evaluation sets."""
+    return validation_metrics(runs) + evaluation_columns(runs)
+
+
+def column_title(key: str) -> str:
+    if key.startswith(EVAL_PREFIX):
+        return f"{key.removeprefix(EVAL_PREFIX)} final eval (%)"
+    return f"{key.split('/')[1]} success@{key.rsplit('@', 1)[1]} (%)"
+
+
 def methods_in_order(runs: list[Run]) -> list[str]:
     return list(dict.fromkeys(r.method for r in runs))
 
 
 def results_table(runs: list[Run], last_n: int = DEFAULT_LAST_N) -> list[dict[str, Any]]:
-    """One entry per (method, validation metric): per-seed last-N means, their mean and sample std."""
+    """One entry per (method, column), each with one number per training seed, their mean and sample std.
+
+    A validation column's number per run is the mean of its last ``last_n`` validation points; a
+    final-evaluation column's is the run's success on that set averaged over evaluation seeds.
+    """
     table = []
     for method in methods_in_order(runs):
         mine = sorted((r for r in runs if r.method == method), key=lambda r: r.seed)
-        for key in validation_metrics(runs):
+        for key in table_columns(runs):
             per_seed: dict[int, float] = {}
-            points: dict[int, list[int]] = {}
+            steps: dict[int, list[int]] = {}
+            points: dict[int, int] = {}
             for run in mine:
-                found = last_n_mean(run.metrics.get(key, {}), last_n)
-                if found is not None:
-                    per_seed[run.seed], points[run.seed] = found
+                if key.startswith(EVAL_PREFIX):
+                    if key.removeprefix(EVAL_PREFIX) in run.evaluations:
+                        per_seed[run.seed], points[run.seed] = run.evaluations[key.removeprefix(EVAL_PREFIX)]
+                elif (found := last_n_mean(run.metrics.get(key, {}), last_n)) is not None:
+                    per_seed[run.seed], steps[run.seed] = found
+                    points[run.seed] = len(steps[run.seed])
             values = list(per_seed.values())
+            source = key.removeprefix(EVAL_PREFIX) if key.startswith(EVAL_PREFIX) else key.split("/")[1]
             table.append({
-                "method": method, "metric": key, "source": VALIDATION_SUCCESS.match(key)["source"],
+                "method": method, "metric": key, "source": source,
                 "n_seeds": len(values), "seeds": sorted(per_seed),
                 "mean": statistics.fmean(values) if values else None,
                 "std": statistics.stdev(values) if len(values) > 1 else None,
-                "per_seed": per_seed, "steps": points, "last_n": last_n,
+                "per_seed": per_seed, "steps": steps, "points": points,
+                "last_n": None if key.startswith(EVAL_PREFIX) else last_n,
             })
     return table
 
@@ -180,15 +232,16 @@ def _cell(entry: dict[str, Any], runs_of_method: int) -> str:
 
 def to_markdown(table: list[dict[str, Any]], runs: list[Run], last_n: int) -> str:
     """Methods × validation metrics, success in %, mean ± std over seeds."""
-    metrics = validation_metrics(runs)
-    header = ["method", "seeds", *[f"{k.split('/')[1]} success@{k.rsplit('@', 1)[1]} (%)" for k in metrics]]
+    metrics = table_columns(runs)
+    header = ["method", "seeds", *[column_title(k) for k in metrics]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods_in_order(runs):
         seeds = sorted(r.seed for r in runs if r.method == method)
         cells = [_cell(e, len(seeds)) for k in metrics for e in table if e["method"] == method and e["metric"] == k]
         lines.append("| " + " | ".join([method, ", ".join(map(str, seeds)), *cells]) + " |")
-    note = (f"\nMean ± sample std (ddof=1) over seeds of each run's mean over its last {last_n} validation "
-            "points (not the best point).")
+    note = (f"\nMean ± sample std (ddof=1) over training seeds. Validation columns: each run's mean over its "
+            f"last {last_n} validation points (never the best point). Final-eval columns: each run's success on "
+            "the full set, averaged over evaluation seeds.")
     return "\n".join(lines) + "\n" + note + "\n"
 
 
@@ -202,8 +255,8 @@ def write_csv(table: list[dict[str, Any]], path: Path) -> None:
             writer.writerow([
                 e["method"], e["metric"], e["source"], e["n_seeds"], " ".join(map(str, e["seeds"])),
                 "" if e["mean"] is None else repr(e["mean"]), "" if e["std"] is None else repr(e["std"]),
-                e["last_n"], " ".join(f"{s}:{v!r}" for s, v in e["per_seed"].items()),
-                " ".join(f"{s}:{len(p)}" for s, p in e["steps"].items()),
+                "" if e["last_n"] is None else e["last_n"], " ".join(f"{s}:{v!r}" for s, v in e["per_seed"].items()),
+                " ".join(f"{s}:{n}" for s, n in e["points"].items()),
             ])
 
 

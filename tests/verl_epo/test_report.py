@@ -55,7 +55,19 @@ def study(tmp_path_factory) -> Path:
             _write_run(root / "second-epo-run", values, with_run_json=(method, seed))
         else:
             _write_run(root / f"{method}-seed{seed}", values)
+    # final evaluations (env_adapters.evaluate summaries): grpo 0.4, 0.5, 0.9 -> mean 0.6, std sqrt(0.07)
+    for seed, success in [(1, 0.4), (2, 0.5), (3, 0.9)]:
+        _write_eval(root / f"grpo-seed{seed}" / "eval" / "final", success, complete=True)
+    _write_eval(root / "grpo_epo-seed1" / "eval" / "final", 0.7, complete=False)  # interrupted: left out
     return root
+
+
+def _write_eval(folder: Path, success: float, complete: bool) -> None:
+    folder.mkdir(parents=True)
+    summary = {"sets": {"synthetic/long": {"complete": complete, "episodes": 48 if complete else 20,
+                                           "expected_episodes": 48,
+                                           "success": {"mean": success, "std": 0.1, "n_seeds": 3}}}}
+    (folder / "summary.json").write_text(json.dumps(summary))
 
 
 def test_last_n_mean_uses_the_last_points_not_the_best():
@@ -78,10 +90,14 @@ def test_table_mean_and_std_match_hand_computation(study, tmp_path):
     assert epo["seeds"] == [1, 2] and epo["mean"] == pytest.approx(0.5)
     assert epo["std"] == pytest.approx(0.353553, abs=1e-6)
     assert cells[("grpo", VAL2)]["mean"] == pytest.approx(0.5) and cells[("grpo", VAL2)]["std"] == 0.0
+    final = cells[("grpo", "eval:synthetic/long")]
+    assert final["mean"] == pytest.approx(0.6) and final["std"] == pytest.approx(0.264575, abs=1e-6)
+    assert cells[("grpo_epo", "eval:synthetic/long")]["n_seeds"] == 0
 
     markdown = (tmp_path / "results.md").read_text()
-    assert "| grpo | 1, 2, 3 | 50.0 ± 0.0 | 63.3 ± 15.3 |" in markdown
-    assert "| grpo_epo | 1, 2 | 50.0 ± 0.0 | 50.0 ± 35.4 |" in markdown
+    assert "synthetic/long final eval (%)" in markdown
+    assert "| grpo | 1, 2, 3 | 50.0 ± 0.0 | 63.3 ± 15.3 | 60.0 ± 26.5 |" in markdown
+    assert "| grpo_epo | 1, 2 | 50.0 ± 0.0 | 50.0 ± 35.4 | – |" in markdown
     assert "last 3 validation points" in markdown
     with open(tmp_path / "results.csv") as f:
         rows = {(r["method"], r["metric"]): r for r in csv.DictReader(f)}
