@@ -262,10 +262,10 @@ class VLLMBackend:
     Small on purpose and not exercised by this project's CPU tests.
     """
 
-    concurrency = 64
-
-    def __init__(self, model_dir: Path, settings: EvalSettings) -> None:
+    def __init__(self, model_dir: Path, settings: EvalSettings, concurrency: int = 64) -> None:
         from vllm import LLM
+
+        self.concurrency = concurrency  # episodes in flight: each holds a game (a JVM for ScienceWorld)
 
         self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True)
         self.tokenizer = self.llm.get_tokenizer()
@@ -304,7 +304,8 @@ class VLLMBackend:
         pass
 
 
-def make_backend(name: str, model_dir: Path, settings: EvalSettings) -> HFBackend | VLLMBackend:
+def make_backend(name: str, model_dir: Path, settings: EvalSettings,
+                 concurrency: int = 64) -> HFBackend | VLLMBackend:
     """``auto`` picks vLLM when it is importable and a GPU is present, else ``hf``."""
     if name == "auto":
         import importlib.util
@@ -313,7 +314,7 @@ def make_backend(name: str, model_dir: Path, settings: EvalSettings) -> HFBacken
 
         name = "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "hf"
     if name == "vllm":
-        return VLLMBackend(model_dir, settings)
+        return VLLMBackend(model_dir, settings, concurrency)
     if name == "hf":
         import torch
 
@@ -513,7 +514,8 @@ def summarize(rows: list[dict[str, Any]], expected: dict[str, int]) -> dict[str,
 
 def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str | Path,
              settings: EvalSettings | None = None, limit: int | None = None, backend: str = "auto",
-             isolate: bool = False, step_timeout: float = 60.0, progress: bool = True) -> dict[str, Any]:
+             isolate: bool = False, step_timeout: float = 60.0, progress: bool = True,
+             concurrency: int = 64) -> dict[str, Any]:
     """Evaluate ``model`` on ``set_names`` × ``seeds``; resume what ``out`` already holds.
 
     Returns the summary also written to ``out/summary.json``.
@@ -522,6 +524,8 @@ def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str
 
     if not seeds:
         raise ValueError("--seeds needs at least one seed")
+    if concurrency < 1:
+        raise ValueError(f"--concurrency {concurrency} must be >= 1")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit {limit} must be >= 1")
     out = Path(out)
@@ -537,7 +541,7 @@ def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str
     todo = [job for job in jobs if job.key() not in done]
     start = time.perf_counter()
     if todo:
-        runner = make_backend(backend, model_dir, settings)
+        runner = make_backend(backend, model_dir, settings, concurrency)
         shelf = GameShelf(settings.game_kwargs, isolate, step_timeout)
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="episodes", unit="ep",
                    disable=not progress, file=sys.stderr)
@@ -593,6 +597,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help='kwargs per game as JSON (as env.games), e.g. {"sciworld": {"simplification": "easy"}}')
     p.add_argument("--limit", type=int, default=None, help="only the first N tasks of each set")
     p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
+    p.add_argument("--concurrency", type=int, default=64, help="vllm backend: episodes played at once")
     p.add_argument("--isolate", action="store_true", help="run games in worker processes with a step timeout")
     p.add_argument("--step-timeout", type=float, default=60.0)
     p.add_argument("--out", required=True, help="output folder (episodes.jsonl, summary.json); reused to resume")
@@ -608,7 +613,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             game_kwargs=game_kwargs)
     summary = evaluate(args.model, args.sets, args.seeds, args.out, settings, limit=args.limit,
                        backend=args.backend, isolate=args.isolate, step_timeout=args.step_timeout,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, concurrency=args.concurrency)
     print(format_summary(summary))
     print(f"summary: {Path(args.out) / SUMMARY_FILE}; episodes: {summary['episodes_file']}")
     return summary
