@@ -5,7 +5,8 @@
 Each run directory holds ``metrics.jsonl`` (``trainer.logger=[file]``; rows ``{"step": N, "data":
 {metric: value}}``; a resumed run's later ``metrics.<suffix>.jsonl`` files are read after it) and
 names its method and seed in ``run.json`` (``{"method": "grpo_epo", "seed": 1}``) or, without one,
-in its own name ``<method>-seed<N>`` (``grpo_epo-seed1``). A directory without ``metrics.jsonl``
+in its own name ``<method>-seed<N>`` or ``<method>_seed<N>`` (``grpo_epo-seed1``, or
+``sciworld_grpo_epo_seed1`` as ``recipes/run.sh`` names its runs). A directory without ``metrics.jsonl``
 stands for the run directories inside it.
 
 The table (``results.md``, ``results.csv``) follows the paper's Table 1: one row per method, one
@@ -44,7 +45,7 @@ import numpy as np
 from verl_epo.plots import plot_run, read_jsonl
 
 DEFAULT_LAST_N = 3
-RUN_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
+RUN_NAME = re.compile(r"^(?P<method>.+)[-_]seed(?P<seed>\d+)$")
 VALIDATION_SUCCESS = re.compile(r"^val-aux/(?P<source>[^/]+)/success/mean@(?P<n>\d+)$")
 TRAIN_SUCCESS = "env/success"
 EVAL_DIR = "eval"
@@ -95,8 +96,8 @@ def load_run(path: str | Path) -> Run:
     else:
         match = RUN_NAME.match(path.name)
         if match is None:
-            raise ValueError(f"cannot tell the method and seed of {path}: name it <method>-seed<N> (e.g. "
-                             'grpo_epo-seed1) or add run.json {"method": ..., "seed": ...}')
+            raise ValueError(f"cannot tell the method and seed of {path}: name it <method>-seed<N> or "
+                             '<method>_seed<N> (e.g. grpo_epo-seed1) or add run.json {"method": ..., "seed": ...}')
         method, seed = match["method"], int(match["seed"])
     rows = [row for f in metric_files(path) for row in read_jsonl(f)]
     return Run(path.name, method, seed, path, metrics_by_step(rows), evaluation_results(path))

@@ -147,6 +147,12 @@ def test_bad_run_directories(tmp_path):
         find_runs([twin, tmp_path / "grpo-seed1"])
 
 
+def test_recipe_run_names(tmp_path):
+    _write_run(tmp_path / "sciworld_grpo_epo_seed2", [0.0] * 5)
+    (run,) = find_runs([tmp_path / "sciworld_grpo_epo_seed2"])
+    assert (run.method, run.seed) == ("sciworld_grpo_epo", 2)
+
+
 def test_resumed_run_logs_to_a_second_file(tmp_path):
     # verl's file logger truncates its file on start: a resumed run writes metrics.<suffix>.jsonl
     run = tmp_path / "grpo-seed7"
