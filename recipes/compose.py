@@ -31,9 +31,17 @@ class RecipeError(ValueError):
 
 
 def recipe_names(include_cpu: bool = True) -> list[str]:
-    """Every launchable recipe: the YAML files directly in ``recipes/``."""
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    """Every launchable RL recipe: the YAML files directly in ``recipes/`` built on verl's
+    ``ppo_trainer`` (an SFT recipe, built on another verl config, is not one)."""
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if _extends_ppo_trainer(p))
     return names if include_cpu else [n for n in names if not n.startswith("cpu_")]
+
+
+def _extends_ppo_trainer(path: Path) -> bool:
+    import yaml
+
+    defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+    return "ppo_trainer" in defaults
 
 
 def recipe_name(name: str) -> str:

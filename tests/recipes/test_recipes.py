@@ -1,7 +1,8 @@
 """Every GPU recipe composes through verl's config loading and passes verl's and EPO's checks.
 
-Each ``recipes/*.yaml`` (except the CPU ones) is composed with Hydra exactly as
-``python -m verl.trainer.main_ppo --config-path recipes --config-name <recipe>`` composes it, then
+Each RL recipe (``recipes/*.yaml`` on verl's ``ppo_trainer``, except the CPU ones) is composed
+with Hydra exactly as ``python -m verl.trainer.main_ppo --config-path recipes --config-name
+<recipe>`` composes it, then
 checked by verl's ``validate_config``, ``verl_epo.trainer.load_epo_config`` and the recipe's own
 batch / token / task-set rules (``recipes/compose.py``); the resolved values the paper fixes are
 compared with EPO_SPEC. verl's critic check reads the model's config and tokenizer: a tiny local
