@@ -92,8 +92,10 @@ def epo_loss(
         )
     entropy = no_padding_2_padding(entropy, data)
     padded = data.select(WEIGHT_KEY, REFERENCE_KEY).to_padded_tensor()
-    weight = padded[WEIGHT_KEY].to(entropy.dtype)
-    reference = padded[REFERENCE_KEY].to(entropy.dtype)
+    # at least fp32: Eq. 2 weights like 1/(B·T·|τ|) lose digits in bf16
+    dtype = torch.promote_types(entropy.dtype, torch.float32)
+    weight = padded[WEIGHT_KEY].to(dtype)
+    reference = padded[REFERENCE_KEY].to(dtype)
     beta = float(tu.get_non_tensor_data(data=data, key=BETA_KEY, default=1.0))
     dp_size = int(data["dp_size"])
 

@@ -123,7 +123,7 @@ class EPOTrainer(PPOTrainerSync):
         self.trainer_mode = "sync"
         self.epo_state = EPOState(self.epo)
         self._pending: StepTerms | None = None
-        self._fetches = 0
+        self._fetches = (-1, 0)
         print(f"[verl-epo] EPO settings: {json.dumps(self.epo.to_dict())}", flush=True)
 
     # ----- set-up -----------------------------------------------------------------------------
@@ -138,8 +138,11 @@ class EPOTrainer(PPOTrainerSync):
         """verl names prompts with random uuids; ours are numbered by (step, fetch, row), so a
         run, and a run resumed from a checkpoint, replays the same batch order and sampling seeds."""
         batch = super()._fetch_one_gen_batch()
-        self._fetches += 1
-        uids = [f"s{self.global_steps:06d}f{self._fetches:03d}r{i:05d}" for i in range(len(batch))]
+        # a step may fetch several chunks; count them per step so a resumed run names them alike
+        step, count = self._fetches
+        self._fetches = (self.global_steps, count + 1 if step == self.global_steps else 0)
+        fetch = self._fetches[1]
+        uids = [f"s{self.global_steps:06d}f{fetch:03d}r{i:05d}" for i in range(len(batch))]
         batch.set("uid", NonTensorStack(*[NonTensorData(u) for u in uids]))
         return batch
 

@@ -1,0 +1,77 @@
+"""Shared set-up of the end-to-end tests: a tiny model warm-started on expert play, and data.
+
+Everything is real: the synthetic game, the tiny Qwen2 model, verl's trainer and Ray, in the
+embedded CPU mode. Runs are kept small (2 tasks x 2 rollouts, 6 turns) to fit the CI budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "recipes"
+
+SMALL = [
+    "data.train_batch_size=2",
+    "actor_rollout_ref.rollout.n=2",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+    "env.max_turns=6",
+    "env.history_turns=1",
+    "data.max_prompt_length=256",
+    "trainer.val_before_train=false",
+    "trainer.test_freq=-1",
+    "trainer.logger=[console,file]",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory):
+    """Tiny model (warm-started on expert play) and parquet files for the synthetic game."""
+    from env_adapters.corpus import write_corpus
+    from env_adapters.dataset import build_dataset
+    from env_adapters.episode import EpisodeSettings
+    from env_adapters.expert import expert_rows
+    from verl_epo.embedded.tiny_model import build_tiny_model
+    from verl_epo.embedded.warm_start import warm_start
+
+    root = tmp_path_factory.mktemp("e2e")
+    write_corpus(["synthetic"], root / "corpus.txt", episodes=20)
+    build_tiny_model([root / "corpus.txt"], root / "init", hidden=32, layers=2, heads=2)
+    rows, _ = expert_rows("synthetic/train", EpisodeSettings(max_turns=6, history_turns=1), limit=16)
+    warm_start(root / "init", [r["messages"] for r in rows], root / "model", steps=40, seed=0)
+    data = build_dataset(root / "data", train_set="synthetic/train", val_set="synthetic/val", limit=4)
+    return {"root": root, "model": root / "model", **data}
+
+
+def run_training(setup: dict, out: Path, recipe: str = "cpu_synthetic", overrides: list[str] | None = None,
+                 timeout: int = 900) -> list[dict]:
+    """Run ``python -m verl.trainer.main_ppo`` in CPU mode; returns the file logger's rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "metrics.jsonl"
+    env = {**os.environ, "VERL_EPO_CPU": "1", "VERL_FILE_LOGGER_PATH": str(metrics), "HYDRA_FULL_ERROR": "1",
+           "RAY_DEDUP_LOGS": "0"}
+    cmd = [
+        sys.executable, "-m", "verl.trainer.main_ppo", "--config-path", str(RECIPES), "--config-name", recipe,
+        f"actor_rollout_ref.model.path={setup['model']}", f"data.train_files={setup['train']}",
+        f"data.val_files={setup['val']}", f"trainer.default_local_dir={out / 'ckpt'}", *SMALL, *(overrides or []),
+    ]
+    with open(out / "train.log", "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout, cwd=out)
+    if proc.returncode != 0:
+        tail = (out / "train.log").read_text()[-6000:]
+        raise AssertionError(f"training failed (exit {proc.returncode}); log tail:\n{tail}")
+    return [json.loads(line) for line in metrics.read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def train():
+    """The ``run_training`` function, for tests."""
+    return run_training
