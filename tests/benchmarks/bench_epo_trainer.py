@@ -1,0 +1,84 @@
+"""Actor-update cost of EPO inside the real verl trainer on CPU (issue: EPO must be nearly free).
+
+Three short GRPO trainings on the synthetic game with the same tiny model, data and seeds:
+  (a) GRPO, no entropy term (epo.enable=false, calculate_entropy off)
+  (b) GRPO + verl's own entropy bonus (epo.enable=false, actor.entropy_coeff=0.001)
+  (c) GRPO + EPO (epo.enable=true)
+and the median of verl's own ``timing_s/update_actor`` over the steps after the first. The runs
+are interleaved (a, b, c, a, b, c, ...) so that machine load hits all three alike.
+
+Usage: .venv/bin/python tests/benchmarks/bench_epo_trainer.py [--steps 4] [--rounds 2]
+Memory: verl's CPU metrics report system memory, not the actor's peak; the pure-torch
+benchmark (bench_epo_loss.py) measures peak memory instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+VARIANTS = {
+    "a": ["epo.enable=false"],
+    "b": ["epo.enable=false", "actor_rollout_ref.actor.entropy_coeff=0.001"],
+    "c": ["epo.enable=true"],
+}
+
+
+def prepare(root: Path) -> dict[str, Path]:
+    from env_adapters.corpus import write_corpus
+    from env_adapters.dataset import build_dataset
+    from verl_epo.embedded.tiny_model import build_tiny_model
+
+    write_corpus(["synthetic"], root / "corpus.txt", episodes=20)
+    build_tiny_model([root / "corpus.txt"], root / "model", hidden=64, layers=2, heads=4)
+    return {"model": root / "model", **build_dataset(root / "data", "synthetic/train", "synthetic/val", limit=8)}
+
+
+def run(setup: dict[str, Path], out: Path, overrides: list[str], steps: int) -> list[float]:
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "metrics.jsonl"
+    env = {**os.environ, "VERL_EPO_CPU": "1", "VERL_FILE_LOGGER_PATH": str(metrics)}
+    cmd = [sys.executable, "-m", "verl.trainer.main_ppo", "--config-path", str(REPO / "recipes"),
+           "--config-name", "cpu_synthetic", f"actor_rollout_ref.model.path={setup['model']}",
+           f"data.train_files={setup['train']}", f"data.val_files={setup['val']}",
+           f"trainer.default_local_dir={out / 'ckpt'}", f"trainer.total_training_steps={steps}",
+           "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_freq=-1",
+           "trainer.logger=[file]", "env.max_turns=12", *overrides]
+    with open(out / "train.log", "w") as log:
+        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return [r["data"]["timing_s/update_actor"] for r in rows[1:]]  # the first step warms up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        setup = prepare(root)
+        times: dict[str, list[float]] = {k: [] for k in VARIANTS}
+        for rnd in range(args.rounds):
+            for name, overrides in VARIANTS.items():
+                times[name] += run(setup, root / f"{name}{rnd}", overrides, args.steps)
+                print(f"round {rnd} {name}: update_actor {times[name][-args.steps + 1:]}", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print("\nvariant                         median update_actor (s)   samples")
+    labels = {"a": "(a) GRPO", "b": "(b) GRPO + verl entropy bonus", "c": "(c) GRPO + EPO"}
+    for k in VARIANTS:
+        print(f"{labels[k]:32s}{med[k]:>12.3f}{len(times[k]):>22d}")
+    print(f"\n(c)/(b) time: {med['c'] / med['b']:.3f}   (target <= 1.03)")
+    print(f"(c)/(a) time: {med['c'] / med['a']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
