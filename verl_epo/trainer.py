@@ -115,9 +115,10 @@ class EPOTrainer(PPOTrainerSync):
 
     def __init__(self, config: Any) -> None:
         self.epo = load_epo_config(config)
-        with open_dict(config):
-            # EPO's terms need the current policy's entropy, with gradient, in every micro-batch
-            config.actor_rollout_ref.actor.calculate_entropy = True
+        if self.epo.enable:
+            with open_dict(config):
+                # EPO's terms need the current policy's entropy, with gradient, in every micro-batch
+                config.actor_rollout_ref.actor.calculate_entropy = True
         super().__init__(config)
         # checkpoint and resume paths follow verl's synchronous trainer
         self.trainer_mode = "sync"
