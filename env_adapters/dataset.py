@@ -4,7 +4,8 @@
 writes ``DIR/train.parquet`` and ``DIR/val.parquet``. Each row is read by verl's ``RLHFDataset``
 and handed, column by column, to the agent loop's ``run(sampling_params, **row)``:
 
-- ``data_source``: the game name (verl groups validation metrics by it).
+- ``data_source``: the task set's name (verl groups validation metrics by it, so IID and OOD
+  sets validated together stay apart: ``val-aux/sciworld/l0-test-small/success/mean@1``).
 - ``prompt``: a one-message chat list naming the task; a placeholder only, since the agent loop
   builds its own prompt from the game (verl still tokenizes it to filter overlong rows).
 - ``agent_name``: the registered agent loop that plays the row (default ``text_game``).
@@ -34,7 +35,7 @@ def task_row(spec: TaskSpec, index: int, split: str, set_name: str,
     fields = spec.to_row()
     where = f"variation {fields['variation']}, seed {fields['seed']}"
     return {
-        "data_source": spec.game,
+        "data_source": set_name,
         "prompt": [{"role": "user", "content": f"Play {spec.game} task {spec.task} ({where})."}],
         "agent_name": agent_name,
         "ability": "text_game",

@@ -32,7 +32,7 @@ def test_rows_name_each_task_instance(data_dir):
         assert (info["game"], info["task"], info["variation"], info["seed"], info["task_type"]) \
             == (spec.game, spec.task, spec.variation, spec.seed, spec.task_type)
         assert info["index"] == i and info["split"] == "train"
-        assert row.agent_name == "text_game" and row.data_source == "synthetic"
+        assert row.agent_name == "text_game" and row.data_source == "synthetic/train"
         assert row.prompt[0]["role"] == "user" and spec.task in row.prompt[0]["content"]
     assert list(val.extra_info.map(lambda e: e["split"]).unique()) == ["val"]
 
@@ -63,7 +63,7 @@ def test_fields_survive_verl_rlhf_dataset(data_dir, tmp_path):
     item = dataset[10]
     spec = task_set("synthetic/train")[10]
     assert item["index"] == 10 and item["agent_name"] == "text_game"
-    assert item["data_source"] == "synthetic"
+    assert item["data_source"].startswith("synthetic/")
     assert {k: item["extra_info"][k] for k in ("game", "task", "variation", "seed", "task_type")} \
         == spec.to_row()
     assert item["raw_prompt"][0]["content"] == item["prompt"][0]["content"]
