@@ -111,15 +111,9 @@ def train(game: DemoGame, model: Path, data: dict[str, Path], out: Path, steps: 
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written right now
-            break
-    return rows
+    from verl_epo.plots import read_jsonl
+
+    return read_jsonl(path) if path.exists() else []
 
 
 def print_new_steps(path: Path, seen: int) -> int:
