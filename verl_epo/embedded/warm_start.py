@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 IGNORE = -100
-DEFAULT_STEPS = 100
+DEFAULT_STEPS = 275
+"""Sampled (T = 1) success on synthetic/train of the hidden-64, 2-layer tiny model after a warm start
+on the expert rows of synthetic/train (lr 1e-3, batch 8, seed 0; max_turns 30, history_turns 3):
+0 steps 0%, 50: 0%, 100: 0%, 200: 6%, 250: 8%, 275: 55%, 300: 91% (88% with seed 1), 400: 97%.
+Copying the sign's direction is learned abruptly between 250 and 300 steps, so 275 sits in the middle
+of that transition. With lr 3e-3 the model learns the answer format but not the direction (16% at
+200 steps, the rate of random admissible actions)."""
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH = 8
 DEFAULT_THREADS = 1
