@@ -41,7 +41,7 @@ class DemoGame:
 
 GAMES = {
     "synthetic": DemoGame("cpu_synthetic", "synthetic/train", "synthetic/val", "synthetic/train",
-                          warm_start_steps=60, steps=30, max_turns=24),
+                          warm_start_steps=275, steps=30, max_turns=24),
     "sciworld": DemoGame("cpu_sciworld", "sciworld/l0-train-small", "sciworld/l0-test-small",
                          "sciworld/l0-train-small", warm_start_steps=300, steps=6, max_turns=30,
                          corpus_episodes=10),
