@@ -218,16 +218,15 @@ class HFBackend:
 
     concurrency = 1  # one episode at a time: the same seed gives bit-identical episodes
 
-    def __init__(self, model_dir: Path, settings: EvalSettings, device: str = "cpu") -> None:
+    def __init__(self, model_dir: Path, settings: EvalSettings) -> None:
         from types import SimpleNamespace
 
         from verl_epo.embedded.hf_server import eos_token_ids
         from verl_epo.embedded.tiny_model import load_model_and_tokenizer
 
-        self.model, self.tokenizer = load_model_and_tokenizer(model_dir, device=device)
+        self.model, self.tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
         self.model.eval()
         self.settings = settings
-        self.device = device
         self.eos_ids = eos_token_ids(SimpleNamespace(generation_config=self.model.generation_config,
                                                      tokenizer=self.tokenizer))
         pad = self.tokenizer.pad_token_id
@@ -238,7 +237,7 @@ class HFBackend:
 
         from verl_epo.embedded.hf_server import GenerationRequest, generate_batch
 
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
 
         async def act(messages: list[dict[str, str]], turn: int) -> str:
             request = GenerationRequest(
@@ -266,23 +265,26 @@ class VLLMBackend:
         from vllm import LLM
 
         self.concurrency = concurrency  # episodes in flight: each holds a game (a JVM for ScienceWorld)
-
         self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True)
         self.tokenizer = self.llm.get_tokenizer()
         self.settings = settings
         self.pending: list[tuple[list[int], int, asyncio.Future]] = []
         self.flusher: asyncio.Task | None = None
+        self.running: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+        self.engine_lock = asyncio.Lock()  # one generate call at a time: the offline engine is not thread-safe
 
     async def _flush(self) -> None:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
-        await asyncio.sleep(0.01)  # let the other episodes' requests of this turn arrive
-        batch, self.pending, self.flusher = self.pending, [], None
-        s = self.settings
-        params = [SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_response_tokens,
-                                 seed=seed) for _, seed, _ in batch]
-        prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _, _ in batch]
-        outputs = await asyncio.to_thread(self.llm.generate, prompts, params, use_tqdm=False)
+        async with self.engine_lock:
+            await asyncio.sleep(0.01)  # let the other episodes' requests of this turn arrive
+            batch, self.pending, self.flusher = self.pending, [], None
+            s = self.settings
+            params = [SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_response_tokens,
+                                     seed=seed) for _, seed, _ in batch]
+            prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _, _ in batch]
+            outputs = await asyncio.to_thread(self.llm.generate, prompts, params, use_tqdm=False)
         for (_, _, future), output in zip(batch, outputs, strict=True):
             future.set_result(list(output.outputs[0].token_ids))
 
@@ -293,6 +295,8 @@ class VLLMBackend:
             self.pending.append((ids, (seed + turn) % 2**63, future))
             if self.flusher is None:
                 self.flusher = asyncio.create_task(self._flush())
+                self.running.add(self.flusher)
+                self.flusher.add_done_callback(self.running.discard)
             token_ids = await future
             text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
             counter.add(token_ids, text)
@@ -316,9 +320,7 @@ def make_backend(name: str, model_dir: Path, settings: EvalSettings,
     if name == "vllm":
         return VLLMBackend(model_dir, settings, concurrency)
     if name == "hf":
-        import torch
-
-        return HFBackend(model_dir, settings, device="cuda" if torch.cuda.is_available() else "cpu")
+        return HFBackend(model_dir, settings)  # CPU: the CPU rollout's decoding builds its tensors on CPU
     raise ValueError(f"--backend {name!r} must be one of auto, hf, vllm")
 
 
