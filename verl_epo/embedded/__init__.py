@@ -14,7 +14,8 @@ What :func:`activate` does (each item is one obstacle stock verl hits on CPU):
 5. models use sdpa attention and padded sequences (no flash-attn on CPU);
 6. FSDP computes in fp32 (no bf16 mixed precision, no torch.compile);
 7. registers the rollout backend ``hf_cpu`` (:mod:`.rollout`): plain ``transformers`` on CPU;
-8. adds ``training/rollout_log_probs_diff_{max,mean}`` to verl's rollout-vs-actor metrics.
+8. adds ``training/rollout_log_probs_diff_{max,mean}`` to verl's rollout-vs-actor metrics;
+9. loads a critic's value model with sdpa (verl hard-codes flash-attention there).
 
 Every environment default is a ``setdefault``: a value already set wins. A CPU run still names
 its rollout and sizes in the config; :data:`CPU_OVERRIDES` lists the Hydra overrides it needs.

@@ -166,6 +166,30 @@ def patch_logprob_gap_metrics() -> None:
         module.calculate_debug_metrics = debug_metrics.calculate_debug_metrics
 
 
+def patch_value_model_attention() -> None:
+    """verl loads a critic's value model with flash-attention hard-coded: load it with sdpa."""
+    import verl.utils.model as model_utils
+
+    original = model_utils.load_valuehead_model
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def load_valuehead_model(local_path, torch_dtype, model_config, trust_remote_code):
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification.from_pretrained(
+            pretrained_model_name_or_path=local_path,
+            torch_dtype=torch_dtype,
+            config=model_config,
+            attn_implementation="sdpa",
+            trust_remote_code=trust_remote_code,
+        )
+
+    # the FSDP engine imports it inside a function, so the module attribute is what it gets
+    model_utils.load_valuehead_model = _mark(load_valuehead_model)
+
+
 def apply_all() -> None:
     patch_process_group_backend()
     patch_model_config()
@@ -173,3 +197,4 @@ def apply_all() -> None:
     patch_fsdp_strategy()
     patch_fsdp_offload_policy()
     patch_logprob_gap_metrics()
+    patch_value_model_attention()
