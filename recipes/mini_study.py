@@ -13,7 +13,7 @@ What it runs (each method × seed into ``<out>/<method>-seed<N>/``, with ``metri
 | ``grpo_entropy`` | ``epo.use_smoothing=false``: λ·L_H only (Eq. 2), no smoothing, no β |
 | ``grpo_epo`` | none: λ·L_H − β_k·α·L_smooth (Eq. 6) |
 
-The tiny model and its warm start (``--warm-start-steps``, default 300) are built once per seed
+The tiny model and its warm start (``--warm-start-steps``, default: the demo's) are built once per seed
 (``recipes/demo.py::prepare_model``) and shared by the three methods of that seed, so methods differ
 only in their loss. Each run validates
 on the fixed ``synthetic/val`` set every ``--test-freq`` steps. Finished runs (``run.json`` status
@@ -22,7 +22,7 @@ on the fixed ``synthetic/val`` set every ``--test-freq`` steps. Finished runs (`
 the plots.
 
 Other options: ``--methods grpo grpo_epo``, ``--seeds 1 2 3``, ``--steps 30``, ``--test-freq 3``,
-``--warm-start-steps 300``, ``--plan`` (print the runs and exit), ``--report-only``; anything after
+``--warm-start-steps N``, ``--plan`` (print the runs and exit), ``--report-only``; anything after
 ``--`` is passed to every training run as Hydra overrides.
 """
 
@@ -50,10 +50,10 @@ METHODS: dict[str, list[str]] = {
 }
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_TEST_FREQ = 3
-DEFAULT_WARM_START_STEPS = 300
-"""The demo's 60 warm-start steps leave the tiny model writing invalid actions ~97% of the time at
-temperature 1 (0% success: every GRPO group all failures, no learning signal); 300 steps gave 37.5%
-success on synthetic/val at temperature 1, so groups mix wins and losses."""
+ROW_SAFE = ["actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16"]
+"""verl pads a step's turn rows to a multiple of ppo_mini_batch_size x n (16 here), not of the
+log-prob micro-batch (64 in cpu_synthetic.yaml): once episodes end at different turns (a model that
+wins), 64 no longer divides the rows and verl's compute_log_prob asserts. 16 always divides them."""
 
 
 def run_dir(out: Path, method: str, seed: int) -> Path:
@@ -68,7 +68,7 @@ def is_complete(folder: Path) -> bool:
 
 
 def run_one(out: Path, method: str, seed: int, steps: int, test_freq: int, data: dict[str, Path],
-            extra: list[str], warm_start_steps: int = DEFAULT_WARM_START_STEPS) -> Path:
+            extra: list[str], warm_start_steps: int) -> Path:
     """Train one (method, seed) into its run directory; returns the directory."""
     folder = run_dir(out, method, seed)
     if is_complete(folder):
@@ -79,7 +79,7 @@ def run_one(out: Path, method: str, seed: int, steps: int, test_freq: int, data:
     folder.mkdir(parents=True, exist_ok=True)
     game = dataclasses.replace(GAMES[GAME], warm_start_steps=warm_start_steps)
     model = prepare_model(GAME, game, out / "shared" / f"seed{seed}-warm{warm_start_steps}", seed)
-    overrides = [*METHODS[method], f"trainer.test_freq={test_freq}",
+    overrides = [*ROW_SAFE, *METHODS[method], f"trainer.test_freq={test_freq}",
                  f"trainer.experiment_name=mini-{method}-seed{seed}", *extra]
     info = {"method": method, "seed": seed, "steps": steps, "overrides": overrides, "model": str(model),
             "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
     p.add_argument("--steps", type=int, default=GAMES[GAME].steps, help="training steps per run")
     p.add_argument("--test-freq", type=int, default=DEFAULT_TEST_FREQ, help="validate every N steps")
-    p.add_argument("--warm-start-steps", type=int, default=DEFAULT_WARM_START_STEPS,
-                   help="supervised warm-start steps of each seed's tiny model (shared by the methods)")
+    p.add_argument("--warm-start-steps", type=int, default=GAMES[GAME].warm_start_steps,
+                   help="supervised warm-start steps of each seed's tiny model (default: the demo's)")
     p.add_argument("--last-n", type=int, default=3, help="validation points averaged per run in the table")
     p.add_argument("--plan", action="store_true", help="print the runs and their overrides, then exit")
     p.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")

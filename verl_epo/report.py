@@ -46,7 +46,8 @@ from verl_epo.plots import plot_run, read_jsonl
 
 DEFAULT_LAST_N = 3
 RUN_NAME = re.compile(r"^(?P<method>.+)[-_]seed(?P<seed>\d+)$")
-VALIDATION_SUCCESS = re.compile(r"^val-aux/(?P<source>[^/]+)/success/mean@(?P<n>\d+)$")
+VALIDATION_SUCCESS = re.compile(r"^val-aux/(?P<source>.+)/success/mean@(?P<n>\d+)$")
+"""The data source is the task set's name (``synthetic/val``, ``sciworld/l0-test-small``), slashes included."""
 TRAIN_SUCCESS = "env/success"
 EVAL_DIR = "eval"
 EVAL_PREFIX = "eval:"
@@ -180,7 +181,12 @@ def table_columns(runs: list[Run]) -> list[str]:
 def column_title(key: str) -> str:
     if key.startswith(EVAL_PREFIX):
         return f"{key.removeprefix(EVAL_PREFIX)} final eval (%)"
-    return f"{key.split('/')[1]} success@{key.rsplit('@', 1)[1]} (%)"
+    return f"{source_of(key)} success@{VALIDATION_SUCCESS.match(key)['n']} (%)"
+
+
+def source_of(key: str) -> str:
+    """The data source of a validation metric: ``val-aux/synthetic/val/success/mean@1`` -> ``synthetic/val``."""
+    return VALIDATION_SUCCESS.match(key)["source"]
 
 
 def methods_in_order(runs: list[Run]) -> list[str]:
@@ -208,7 +214,7 @@ def results_table(runs: list[Run], last_n: int = DEFAULT_LAST_N) -> list[dict[st
                     per_seed[run.seed], steps[run.seed] = found
                     points[run.seed] = len(steps[run.seed])
             values = list(per_seed.values())
-            source = key.removeprefix(EVAL_PREFIX) if key.startswith(EVAL_PREFIX) else key.split("/")[1]
+            source = key.removeprefix(EVAL_PREFIX) if key.startswith(EVAL_PREFIX) else source_of(key)
             table.append({
                 "method": method, "metric": key, "source": source,
                 "n_seeds": len(values), "seeds": sorted(per_seed),
@@ -317,7 +323,7 @@ def plot_success(runs: list[Run], out: Path) -> Path:
             n = sum(r.method == method for r in runs)
             _banded(ax, [r for r in runs if r.method == method], key, colors[method], f"{method} (n={n})",
                     marker="." if key == TRAIN_SUCCESS else "o", markersize=3)
-        title = "training episodes" if key == TRAIN_SUCCESS else f"validation: {key.split('/')[1]}"
+        title = "training episodes" if key == TRAIN_SUCCESS else f"validation: {source_of(key)}"
         ax.set(xlabel="step", ylabel="success rate", ylim=(-0.02, 1.02), title=title)
         ax.legend(loc="best", fontsize="small")
     return _save(fig, out / "success.png")

@@ -10,7 +10,7 @@ import pytest
 
 from verl_epo.report import find_runs, last_n_mean, report
 
-VAL = "val-aux/synthetic/success/mean@1"
+VAL = "val-aux/synthetic/val/success/mean@1"  # the data source is the task set's name
 VAL2 = "val-aux/other/success/mean@4"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,7 +95,7 @@ def test_table_mean_and_std_match_hand_computation(study, tmp_path):
     assert cells[("grpo_epo", "eval:synthetic/long")]["n_seeds"] == 0
 
     markdown = (tmp_path / "results.md").read_text()
-    assert "synthetic/long final eval (%)" in markdown
+    assert "synthetic/long final eval (%)" in markdown and "synthetic/val success@1 (%)" in markdown
     assert "| grpo | 1, 2, 3 | 50.0 ± 0.0 | 63.3 ± 15.3 | 60.0 ± 26.5 |" in markdown
     assert "| grpo_epo | 1, 2 | 50.0 ± 0.0 | 50.0 ± 35.4 | – |" in markdown
     assert "last 3 validation points" in markdown
