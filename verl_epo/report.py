@@ -298,6 +298,10 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _seeds(n: int) -> str:
+    return "1 seed" if n == 1 else f"mean over {n} seeds"
+
+
 def _colors(methods: list[str]) -> dict[str, Any]:
     cmap = _plt().get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
@@ -340,12 +344,13 @@ def plot_entropy(runs: list[Run], out: Path) -> Path:
         _banded(ax, mine, "epo/trajectory_entropy", colors[method], "trajectory entropy (Eq. 2)")
         steps, ref, _ = seed_band(mine, "epo/reference_entropy")
         if len(steps):
-            ax.plot(steps, ref, color="black", linestyle="--", label="reference H̄_ref")
+            ax.plot(steps, ref, color="black", linestyle="--", marker=".", label="reference H̄_ref")
             low_steps, low, _ = seed_band(mine, "epo/band_low")
             high_steps, high, _ = seed_band(mine, "epo/band_high")
             if len(low_steps) and np.array_equal(low_steps, high_steps):
                 ax.fill_between(low_steps, low, high, color="tab:green", alpha=0.12, label="κ band")
-        ax.set(xlabel="step", ylabel="entropy (nats)", title=f"{method} (mean over {len(mine)} seeds)")
+                ax.plot(high_steps, high, color="tab:green", linewidth=0.8, marker="_")  # visible from one point on
+        ax.set(xlabel="step", ylabel="entropy (nats)", title=f"{method} ({_seeds(len(mine))})")
         ax.legend(loc="best", fontsize="small")
     return _save(fig, out / "entropy.png")
 
@@ -368,7 +373,7 @@ def plot_entropy_by_turn(runs: list[Run], method: str, out: Path) -> Path | None
     image = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
                       extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, len(buckets) - 0.5))
     ax.set_yticks(range(len(buckets)), [f"turn {int(k.rsplit('_', 1)[1])}+" for k in buckets])
-    ax.set(xlabel="step", title=f"Entropy by turn index: {method} (mean over {len(mine)} seeds)")
+    ax.set(xlabel="step", title=f"Entropy by turn index: {method} ({_seeds(len(mine))})")
     fig.colorbar(image, ax=ax, label="entropy (nats)")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", method)
     return _save(fig, out / f"entropy_by_turn_{safe}.png")
