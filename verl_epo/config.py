@@ -159,14 +159,21 @@ def validate_with_verl(epo: EPOConfig, config: Any) -> None:
         )
     n = int(config.actor_rollout_ref.rollout.n)
     mini_rows = int(actor.ppo_mini_batch_size) * n
-    micro = actor.get("ppo_micro_batch_size_per_gpu")
-    if not actor.get("use_dynamic_bsz", False) and micro and int(micro) > mini_rows:
-        # verl would split a mini-batch into zero micro-batches
-        raise EPOConfigError(
-            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro} exceeds the rows of a "
-            f"mini-batch (ppo_mini_batch_size x rollout.n = {actor.ppo_mini_batch_size} x {n} = "
-            f"{mini_rows}); lower it to at most {mini_rows}"
-        )
+    if not actor.get("use_dynamic_bsz", False):
+        # the batch is padded to a multiple of the mini-batch rows; verl then needs every
+        # micro-batch size to divide it, or it fails at the first step, after a whole rollout
+        for key, micro in (
+            ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", actor.get("ppo_micro_batch_size_per_gpu")),
+            (
+                "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
+                config.actor_rollout_ref.rollout.get("log_prob_micro_batch_size_per_gpu"),
+            ),
+        ):
+            if micro and (int(micro) > mini_rows or mini_rows % int(micro) != 0):
+                raise EPOConfigError(
+                    f"{key}={micro} must divide the rows of a mini-batch (ppo_mini_batch_size x rollout.n = "
+                    f"{actor.ppo_mini_batch_size} x {n} = {mini_rows}); use a divisor of {mini_rows}"
+                )
     train_bs = int(config.data.train_batch_size)
     mini_bs = int(actor.ppo_mini_batch_size)
     if mini_bs <= 0 or mini_bs > train_bs:

@@ -171,3 +171,14 @@ def test_epo_section_in_verl_config_goes_through_the_trainer_loader():
         config.actor_rollout_ref.actor.entropy_coeff = 0.01
     with pytest.raises(EPOConfigError, match="actor_rollout_ref.actor.entropy_coeff"):
         load_epo_config(config)
+
+
+def test_log_prob_micro_batch_must_divide_the_mini_batch_rows():
+    actor, rollout = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
+    base = ["data.train_batch_size=16", f"{actor}.ppo_mini_batch_size=8", f"{rollout}.n=4",
+            f"{actor}.ppo_micro_batch_size_per_gpu=8"]
+    config = compose_verl([*base, f"{rollout}.log_prob_micro_batch_size_per_gpu=24"])
+    with pytest.raises(EPOConfigError) as info:
+        validate_with_verl(EPOConfig(), config)
+    assert "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=24" in str(info.value)
+    validate_with_verl(EPOConfig(), compose_verl([*base, f"{rollout}.log_prob_micro_batch_size_per_gpu=16"]))
