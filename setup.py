@@ -27,6 +27,9 @@ setup(
     },
     entry_points={
         "verl.plugins": ["verl_epo = verl_epo.plugin", "env_adapters = env_adapters.agent_loop"],
-        "console_scripts": ["verl-epo = verl_epo.cli:main"],
+        "console_scripts": [
+            "verl-epo-eval = env_adapters.evaluate:main",
+            "verl-epo-report = verl_epo.report:main",
+        ],
     },
 )

@@ -6,7 +6,8 @@
 4. ``python -m verl.trainer.main_ppo`` with ``recipes/cpu_<game>.yaml`` and the embedded CPU mode
    (real verl trainer, real Ray, the EPO trainer and the text-game agent loop), with one progress
    line per step;
-5. a summary (validation success before and after, wall time) and plots of success and entropy.
+5. the same fixed validation episodes played by the warm-started and by the trained model
+   (``env_adapters.evaluate``, temperature 0.4 as in the paper), a summary and plots.
 
 Usage: ``python recipes/demo.py --game synthetic --out outputs/demo-synthetic [--steps N]``.
 """
@@ -134,6 +135,19 @@ def print_new_steps(path: Path, seen: int) -> int:
     return len(rows)
 
 
+def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> dict[str, float]:
+    """Success on the validation set, same episodes and seed, before and after training."""
+    from env_adapters.evaluate import EvalSettings, evaluate, format_summary
+
+    results = {}
+    for name, path in [("before", model), ("after", out / "checkpoints")]:
+        settings = EvalSettings(model=str(path), max_turns=game.max_turns, history_turns=2, max_response_tokens=12)
+        summary = evaluate(path, [game.val_set], [seed], out / f"eval_{name}", settings=settings, progress=False)
+        log(f"evaluation {name} training:\n{format_summary(summary)}")
+        results[name] = summary["sets"][game.val_set]["success"]["mean"]
+    return results
+
+
 def summarise(out: Path, wall: float, game_name: str) -> dict:
     from verl_epo.plots import plot_run
 
@@ -177,10 +191,14 @@ def main(argv: list[str] | None = None) -> dict:
     data = build_dataset(out / "data", train_set=game.train_set, val_set=game.val_set)
     log(f"data: {data['train']} and {data['val']}")
     train(game, model, data, out, steps, args.seed, args.overrides)
+    evaluation = evaluate_before_after(game, model, out, args.seed)
     summary = summarise(out, time.perf_counter() - started, args.game)
-    log(f"done in {summary['wall_seconds']:.0f} s: validation success {summary['val_success_before']} -> "
-        f"{summary['val_success_after']} (train success {summary['train_success_first_step']} -> "
-        f"{summary['train_success_last_step']})")
+    summary["eval_success_before"], summary["eval_success_after"] = evaluation["before"], evaluation["after"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"done in {summary['wall_seconds']:.0f} s: {game.val_set} success {evaluation['before']:.3f} -> "
+        f"{evaluation['after']:.3f} (evaluation, T=0.4); validation in training (T=1.0) "
+        f"{summary['val_success_before']} -> {summary['val_success_after']}; training episodes "
+        f"{summary['train_success_first_step']} -> {summary['train_success_last_step']}")
     for plot in summary["plots"]:
         log(f"plot: {plot}")
     log(f"everything is in {out.resolve()} (summary.json, metrics.jsonl, train.log, checkpoints/)")

@@ -66,7 +66,8 @@ def plot_run(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
     val_key = validation_success_key(rows)
     if val_key:
         steps, values = series(rows, val_key)
-        ax.plot(steps, values, marker="o", label=f"validation ({val_key.split('/')[1]})")
+        source = val_key.removeprefix("val-aux/").rsplit("/success/", 1)[0]
+        ax.plot(steps, values, marker="o", label=f"validation ({source})")
     ax.set(xlabel="step", ylabel="success rate", ylim=(-0.02, 1.02), title="Success")
     ax.legend(loc="best")
     written.append(_save(fig, out / "success.png"))
