@@ -9,7 +9,8 @@ Configured by a top-level ``env:`` section of the verl config (verl ignores it):
       invalid_penalty: 0.1
       parser: strict         # or lenient
       isolate: false         # run each game in a worker subprocess (crash/hang protection)
-      step_timeout: 60       # seconds, with isolate
+      step_timeout: 60       # seconds per step, with isolate
+      reset_timeout: 180     # seconds per reset (a JVM may start), with isolate
       games:                 # constructor kwargs per game name
         sciworld: {simplification: easy, env_step_limit: 100}
 
@@ -37,8 +38,9 @@ from verl.experimental.agent_loop.agent_loop import (
     register,
 )
 
-from env_adapters.base import TaskSpec, TextGame, make_game
+from env_adapters.base import TaskSpec, TextGame, make_game, registered_games
 from env_adapters.episode import EpisodeSettings, play_episode
+from verl_epo.config import register_config_check
 
 AGENT_NAME = "text_game"
 _EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="text-game")
@@ -53,8 +55,9 @@ class GamePool:
         self._idle: dict[str, list[TextGame]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, name: str, kwargs: dict[str, Any], isolate: bool, timeout: float) -> TextGame:
-        key = repr((name, sorted(kwargs.items()), isolate, timeout))
+    def acquire(self, name: str, kwargs: dict[str, Any], isolate: bool, timeout: float,
+                reset_timeout: float = 180.0) -> TextGame:
+        key = repr((name, sorted(kwargs.items()), isolate, timeout, reset_timeout))
         with self._lock:
             idle = self._idle.get(key)
             if idle:
@@ -62,7 +65,7 @@ class GamePool:
         if isolate:
             from env_adapters.isolated import IsolatedGame
 
-            game: TextGame = IsolatedGame(name, kwargs, step_timeout=timeout, reset_timeout=timeout)
+            game: TextGame = IsolatedGame(name, kwargs, step_timeout=timeout, reset_timeout=reset_timeout)
         else:
             game = make_game(name, **kwargs)
         game._pool_key = key  # type: ignore[attr-defined]
@@ -105,12 +108,27 @@ def env_settings(config: Any) -> tuple[EpisodeSettings, dict[str, Any]]:
     options = {
         "isolate": bool(raw.get("isolate", False)),
         "step_timeout": float(raw.get("step_timeout", 60.0)),
+        "reset_timeout": float(raw.get("reset_timeout", 180.0)),
         "games": raw.get("games", {}) or {},
     }
     unknown = set(raw) - names - set(options)
     if unknown:
         raise ValueError(f"unknown key(s) env.{sorted(unknown)}; valid: {sorted(names | set(options))}")
+    for key in ("step_timeout", "reset_timeout"):
+        if options[key] <= 0:
+            raise ValueError(f"env.{key}={options[key]} must be > 0 seconds")
+    known_games = set(registered_games())
+    for name, kwargs in options["games"].items():
+        if name not in known_games or not isinstance(kwargs, dict):
+            raise ValueError(f"env.games.{name} must name a registered game ({sorted(known_games)}) "
+                             "and map to its constructor arguments")
     return settings, options
+
+
+@register_config_check
+def check_env_config(config: Any) -> None:
+    """Validate the ``env:`` section when the trainer starts (not first inside a rollout worker)."""
+    env_settings(config)
 
 
 @register(AGENT_NAME)
@@ -125,8 +143,8 @@ class TextGameAgentLoop(AgentLoopBase):
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> list[AgentLoopOutput]:
         task = task_from_row(kwargs)
         game_kwargs = dict(self.options["games"].get(task.game, {}))
-        game = POOL.acquire(task.game, game_kwargs, self.options["isolate"],
-                            self.options["step_timeout"])
+        game = POOL.acquire(task.game, game_kwargs, self.options["isolate"], self.options["step_timeout"],
+                            self.options["reset_timeout"])
         turns: list[dict[str, Any]] = []
         request_id = uuid4().hex
 

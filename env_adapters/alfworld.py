@@ -106,8 +106,9 @@ def _jericho_placeholder() -> types.ModuleType:
 
 
 # fast-downward's PDDL->SAS translator uses module-global options, swaps sys.stdout and sets
-# sys.argv: resets (which translate) must not overlap between threads of one process.
-_TRANSLATE_LOCK = threading.Lock()
+# sys.argv, and TextWorld's grammar parser is one shared object per process: resets and steps of
+# games in one process must not overlap between threads (isolated games each have a process).
+_ENGINE_LOCK = threading.Lock()
 
 
 class _MemoTranslator:
@@ -136,7 +137,7 @@ def _engine_modules() -> tuple[Any, Any, Any]:
     from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
     from textworld.envs.pddl import PddlEnv
 
-    with _TRANSLATE_LOCK:
+    with _ENGINE_LOCK:
         if not isinstance(pddl_logic.fast_downward, _MemoTranslator):
             pddl_logic.fast_downward = _MemoTranslator(pddl_logic.fast_downward)
     return textworld, PddlEnv, AlfredDemangler
@@ -188,7 +189,7 @@ class AlfworldGame(TextGame):
         path = self._resolve(task)
         argv = list(sys.argv)
         try:
-            with _TRANSLATE_LOCK:
+            with _ENGINE_LOCK:
                 if path != self._loaded:
                     self._loaded = None  # a failed load must not leave a stale game marked current
                     self._env.load(str(path))
@@ -218,7 +219,8 @@ class AlfworldGame(TextGame):
         self._steps += 1
         command = self.normalize(action) if isinstance(action, str) else ""
         if command in self._admissible:
-            state, _, _ = self._env.step(command)
+            with _ENGINE_LOCK:
+                state, _, _ = self._env.step(command)
             self._admissible = list(state["admissible_commands"])
             self._won = bool(state["won"])
             observation, valid = state.feedback.strip(), True

@@ -139,6 +139,11 @@ def task_set(name: str) -> list[TaskSpec]:
     return _TASK_SETS[name]()
 
 
+def registered_games() -> list[str]:
+    _load_builtin()
+    return sorted(_GAMES)
+
+
 def task_set_names() -> list[str]:
     _load_builtin()
     return sorted(_TASK_SETS)

@@ -134,12 +134,14 @@ async def play_episode(
             state = GameState(observation=INVALID_FORMAT, valid_action=False, score=state.score)
         else:
             state = await call(game.step, action)
-        if not state.valid_action:
+        failed = bool(state.info.get("failure"))
+        # an engine crash or hang is not the policy's invalid action
+        if not state.valid_action and not failed:
             result.invalid_actions += 1
         result.turns.append(TurnRecord(messages, response, action, state.valid_action,
                                        state.observation))
         history.append(Turn(action or "(none)", state.observation))
-        if state.info.get("failure"):
+        if failed:
             result.failure = str(state.info["failure"])
     result.won = bool(state.won)
     result.score = float(state.score)

@@ -7,10 +7,30 @@ trainer registered as ``trainer.v1.trainer_mode=epo`` reads it. Paper names are 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 REFERENCE_MODES = ("cumulative", "window", "ema")
+
+_CONFIG_CHECKS: list[Callable[[Any], None]] = []
+
+
+def register_config_check(check: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Register a check of the whole trainer config that the EPO trainer runs at start.
+
+    Plug-in sections verl does not know (an agent loop's own settings, say) are otherwise read only
+    inside verl's rollout workers, where an error is logged and the prompt retried forever.
+    """
+    if check not in _CONFIG_CHECKS:
+        _CONFIG_CHECKS.append(check)
+    return check
+
+
+def run_config_checks(config: Any) -> None:
+    """Run every registered check; the first bad setting raises."""
+    for check in _CONFIG_CHECKS:
+        check(config)
 
 
 def _is_int(value: Any) -> bool:

@@ -29,7 +29,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_to_nested
 
 from verl_epo.algorithm import EntropyHistory, PerTurnEntropyHistory
-from verl_epo.config import EPOConfig, validate_with_verl
+from verl_epo.config import EPOConfig, run_config_checks, validate_with_verl
 from verl_epo.loss import BETA_KEY, REFERENCE_KEY, WEIGHT_KEY, epo_loss
 from verl_epo.step_terms import StepTerms, compute_step_terms
 
@@ -45,6 +45,7 @@ def load_epo_config(config: Any) -> EPOConfig:
     raw = OmegaConf.to_container(section, resolve=True) if section is not None else {}
     epo = EPOConfig.from_dict(raw)
     validate_with_verl(epo, config)
+    run_config_checks(config)
     return epo
 
 

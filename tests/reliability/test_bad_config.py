@@ -157,14 +157,8 @@ def _error_lines(log: str) -> str:
     return "\n".join(line for line in log.splitlines() if _EXCEPTION_LINE.match(line))
 
 
-ENV_HANGS = pytest.mark.xfail(strict=True, reason=(
-    "an invalid env.* value raises in every agent-loop episode; verl logs each and fetches the next batch "
-    "forever instead of failing; needs a start-up check of the env: section (then drop these marks)"))
-
-
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("case", [pytest.param(c, marks=[ENV_HANGS, pytest.mark.slow]) if c == "env_value" else c
-                                  for c in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 def test_bad_setting_fails_at_start_naming_it(case, outcomes, tiny_inputs):
     outcome = outcomes[case]
     named = CASES[case][1].format(root=tiny_inputs["root"])
