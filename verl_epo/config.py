@@ -84,6 +84,10 @@ class EPOConfig:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     turn_buckets: int = 8
     """Number of turn-index buckets for the per-turn entropy metrics (epo/entropy_turn_*)."""
+    balance_trajectories: bool = False
+    """Not in the paper; for agent loops with one output per turn. Scale each row's advantage by
+    (mean turns per trajectory) / (its trajectory's turns), so that under verl's token-mean policy
+    loss a 24-turn failure does not outweigh a 6-turn success on the tokens they share."""
 
     def __post_init__(self) -> None:
         if isinstance(self.reference, dict):

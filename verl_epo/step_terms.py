@@ -62,6 +62,29 @@ def trajectory_and_turn_ids(
     return traj_ids, turn_ids
 
 
+def trajectory_balance_scale(keys: Sequence[str], active: Sequence[bool] | None = None) -> torch.Tensor:
+    """Per-row advantage scale T̄ / T_n (``epo.balance_trajectories``).
+
+    Args:
+        keys: R row keys ``{uid}_{session}_{index}``; rows of one trajectory share ``{uid}_{session}``.
+        active: R flags, False for padding rows (scale 1, not counted).
+
+    Returns:
+        float32 [R]: T̄ / T_n, with T_n the rows of row r's trajectory and T̄ their mean over
+        trajectories; the scales of each trajectory's rows sum to T̄, the same for every trajectory.
+    """
+    traj_ids, _ = trajectory_and_turn_ids(keys, torch.zeros(len(keys), 0))
+    active = [True] * len(keys) if active is None else list(active)
+    counts: dict[str, int] = {}
+    for traj, on in zip(traj_ids, active, strict=True):
+        if on:
+            counts[traj] = counts.get(traj, 0) + 1
+    if not counts:
+        return torch.ones(len(keys))
+    mean_rows = sum(counts.values()) / len(counts)
+    return torch.tensor([mean_rows / counts[t] if on else 1.0 for t, on in zip(traj_ids, active, strict=True)])
+
+
 @dataclass
 class StepTerms:
     """What one training step hands to the loss, and what it logs."""

@@ -31,7 +31,7 @@ from verl.workers.utils.padding import response_to_nested
 from verl_epo.algorithm import EntropyHistory, PerTurnEntropyHistory
 from verl_epo.config import EPOConfig, run_config_checks, validate_with_verl
 from verl_epo.loss import BETA_KEY, REFERENCE_KEY, WEIGHT_KEY, epo_loss
-from verl_epo.step_terms import StepTerms, compute_step_terms
+from verl_epo.step_terms import StepTerms, compute_step_terms, trajectory_balance_scale
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,22 @@ class EPOTrainer(PPOTrainerSync):
         metrics.update(terms.metrics)
         metrics.update(self._env_metrics(batch))
         self._pending = terms
+        return batch
+
+    def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        batch = super()._compute_advantage(batch, metrics)
+        if not self.epo.balance_trajectories:
+            return batch
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                               select_fields=["advantages", "response_mask"])
+        active = [not tag.get("is_padding", False) for tag in batch.tags]
+        scale = trajectory_balance_scale(batch.keys, active)
+        advantages = data.to_padded_tensor()["advantages"] * scale[:, None]
+        fields = TensorDict({"advantages": response_to_nested(advantages, data["response_mask"])},
+                            batch_size=len(batch))
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+        metrics["epo/advantage_scale_min"] = float(scale.min())
+        metrics["epo/advantage_scale_max"] = float(scale.max())
         return batch
 
     def step(self, metrics: dict, timing_raw: dict) -> KVBatchMeta:

@@ -335,3 +335,13 @@ def test_turn_bucket_metrics():
     buckets = [name for name in merged.metrics if name.startswith("epo/entropy_turn_")]
     assert buckets == ["epo/entropy_turn_000"]
     assert merged.metrics["epo/entropy_turn_000"] == pytest.approx(merged.batch_entropy, rel=1e-6)
+
+
+def test_trajectory_balance_scale_gives_every_trajectory_the_same_total():
+    from verl_epo.step_terms import trajectory_balance_scale
+
+    # trajectory a: 3 rows, b: 1 row, padding row ignored; mean rows = (3 + 1) / 2 = 2
+    keys = ["a_0_0", "a_0_1", "a_0_2", "b_1_0", "pad_0_0"]
+    scale = trajectory_balance_scale(keys, [True, True, True, True, False])
+    assert scale.tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0, 1.0])
+    assert float(scale[:3].sum()) == pytest.approx(float(scale[3]))
