@@ -96,6 +96,9 @@ def _jericho_placeholder() -> types.ModuleType:
     module.TruncatedInputActionWarning = type("TruncatedInputActionWarning", (UserWarning,), {})
 
     def missing(name: str) -> Any:
+        if name.startswith("__"):
+            # introspection (inspect.getmodule, pickle, ...) asks modules for __file__ & co.
+            raise AttributeError(name)
         raise ImportError(
             f"jericho.{name}: jericho is not installed; TextWorld's Z-machine games need it, "
             "ALFWorld's PDDL games do not"
