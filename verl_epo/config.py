@@ -181,6 +181,12 @@ def validate_with_verl(epo: EPOConfig, config: Any) -> None:
             f"{actor.entropy_coeff} while EPO is enabled: EPO adds its own entropy term "
             "(epo.entropy_coef); set actor_rollout_ref.actor.entropy_coeff=0"
         )
+    rollout_corr = config.algorithm.get("rollout_correction") or {}
+    if rollout_corr.get("bypass_mode", False):
+        raise EPOConfigError(
+            "algorithm.rollout_correction.bypass_mode=true skips verl's old-policy pass, which is where "
+            "the EPO trainer reads the batch entropy for its history; set it to false"
+        )
     n = int(config.actor_rollout_ref.rollout.n)
     mini_rows = int(actor.ppo_mini_batch_size) * n
     if not actor.get("use_dynamic_bsz", False):

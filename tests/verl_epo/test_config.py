@@ -182,3 +182,11 @@ def test_log_prob_micro_batch_must_divide_the_mini_batch_rows():
         validate_with_verl(EPOConfig(), config)
     assert "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=24" in str(info.value)
     validate_with_verl(EPOConfig(), compose_verl([*base, f"{rollout}.log_prob_micro_batch_size_per_gpu=16"]))
+
+
+def test_rollout_correction_bypass_mode_is_refused():
+    config = compose_verl(["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+                           "algorithm.rollout_correction.bypass_mode=true"])
+    with pytest.raises(EPOConfigError) as info:
+        validate_with_verl(EPOConfig(), config)
+    assert "algorithm.rollout_correction.bypass_mode" in str(info.value)
