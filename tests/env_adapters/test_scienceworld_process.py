@@ -117,6 +117,7 @@ from env_adapters import make_game
 game = make_game("sciworld")
 game.reset("boil", 0)
 print(game.jvm_pid, flush=True)
+sys.stdin.readline()  # go on only once the parent has seen the JVM (no race on a loaded machine)
 if sys.argv[1] == "sleep":
     time.sleep(120)
 """
@@ -124,10 +125,12 @@ if sys.argv[1] == "sleep":
 
 def start_child(mode: str) -> tuple[subprocess.Popen, int]:
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode], cwd=REPO, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, mode], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     pid = int(child.stdout.readline())
     assert jvm_running(pid)
+    child.stdin.write("go\n")
+    child.stdin.flush()
     return child, pid
 
 
