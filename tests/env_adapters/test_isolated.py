@@ -168,7 +168,10 @@ def test_close_leaves_no_processes():
 
 
 PARENT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # a shell starts background jobs with SIGINT ignored, and children inherit that: act like a
+    # program started from a terminal, which Ctrl-C interrupts
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {here!r})
     from env_adapters.isolated import IsolatedGame
     game = IsolatedGame({name!r}, {{"grandchild": True}}, import_modules=["test_isolated"])
