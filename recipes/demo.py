@@ -149,12 +149,12 @@ def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> 
 
 
 def summarise(out: Path, wall: float, game_name: str) -> dict:
-    from verl_epo.plots import plot_run
+    from verl_epo.plots import plot_run, series, validation_success_key
 
     rows = read_metrics(out / "metrics.jsonl")
-    val = [(r["step"], v) for r in rows for k, v in r["data"].items()
-           if k.startswith("val-aux/") and k.endswith("success/mean@1")]
-    train_success = [(r["step"], r["data"]["env/success"]) for r in rows if "env/success" in r["data"]]
+    val_key = validation_success_key(rows)
+    val = list(zip(*series(rows, val_key), strict=True)) if val_key else []
+    train_success = list(zip(*series(rows, "env/success"), strict=True))
     summary = {
         "game": game_name,
         "steps": max((r["step"] for r in rows), default=0),
