@@ -88,6 +88,13 @@ class EPOConfig:
     """Not in the paper; for agent loops with one output per turn. Scale each row's advantage by
     (mean turns per trajectory) / (its trajectory's turns), so that under verl's token-mean policy
     loss a 24-turn failure does not outweigh a 6-turn success on the tokens they share."""
+    updates_per_step: int | None = None
+    """Not in the paper; for agent loops with one output per turn. verl splits a step's rows into
+    mini-batches of ``ppo_mini_batch_size x rollout.n`` rows, which it sizes for one row per
+    trajectory: with one row per turn, a step then takes (turns per trajectory) times as many
+    optimizer updates as configured, each on a few turns of a few trajectories. An integer splits
+    every step's batch into exactly this many updates instead (1: one update on all turns of all
+    trajectories). None keeps verl's row-based split."""
 
     def __post_init__(self) -> None:
         if isinstance(self.reference, dict):
@@ -126,6 +133,12 @@ class EPOConfig:
             "turn_buckets",
             "must be an integer >= 1",
             self.turn_buckets,
+        )
+        check(
+            self.updates_per_step is None or (_is_int(self.updates_per_step) and self.updates_per_step >= 1),
+            "updates_per_step",
+            "must be null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows) or an integer >= 1",
+            self.updates_per_step,
         )
         ref = self.reference
         check(ref.mode in REFERENCE_MODES, "reference.mode", f"must be one of {REFERENCE_MODES}",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from functools import partial
 from typing import Any
@@ -154,6 +155,47 @@ class EPOTrainer(PPOTrainerSync):
         batch.reorder(sorted(range(len(batch)), key=lambda i: _row_sort_key(batch.keys[i])))
         return super()._balance_batch(batch, metrics, *args, **kwargs)
 
+    def _get_required_batch_multiple(self, dp_size: int) -> int:
+        """With ``epo.updates_per_step`` = K, pad the batch to K equal mini-batches whose rows are a
+        multiple of rollout.n and, per data-parallel rank, of every micro-batch size."""
+        updates = self.epo.updates_per_step
+        if updates is None:
+            return super()._get_required_batch_multiple(dp_size)
+        n = int(self.config.actor_rollout_ref.rollout.n)
+        multiple = dp_size
+        if self.use_critic:
+            multiple = math.lcm(multiple, int(self.config.critic.ppo_mini_batch_size) * n)
+        per_update = math.lcm(n, dp_size)
+        actor = self.config.actor_rollout_ref.actor
+        if not actor.get("use_dynamic_bsz", False):
+            for micro in (actor.get("ppo_micro_batch_size_per_gpu"),
+                          self.config.actor_rollout_ref.rollout.get("log_prob_micro_batch_size_per_gpu")):
+                if micro:
+                    per_update = math.lcm(per_update, dp_size * int(micro))
+        return math.lcm(multiple, updates * per_update)
+
+    def _num_mini_batches(self, rows: int) -> int:
+        """Optimizer updates the actor takes on a (padded) batch of ``rows`` rows per epoch."""
+        if self.epo.updates_per_step is not None:
+            return self.epo.updates_per_step
+        actor = self.config.actor_rollout_ref.actor
+        return max(1, rows // (int(actor.ppo_mini_batch_size) * int(self.config.actor_rollout_ref.rollout.n)))
+
+    def _update_actor(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        updates = self.epo.updates_per_step
+        if updates is None:
+            return super()._update_actor(batch, metrics)
+        # verl sends ppo_mini_batch_size x rollout.n rows per update; size that to batch / K for this call
+        actor = self.config.actor_rollout_ref.actor
+        configured = actor.ppo_mini_batch_size
+        with open_dict(self.config):
+            actor.ppo_mini_batch_size = len(batch) // (updates * int(self.config.actor_rollout_ref.rollout.n))
+        try:
+            return super()._update_actor(batch, metrics)
+        finally:
+            with open_dict(self.config):
+                actor.ppo_mini_batch_size = configured
+
     def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         batch = super()._compute_old_log_prob(batch, metrics)
         data = tq.kv_batch_get(
@@ -166,8 +208,6 @@ class EPOTrainer(PPOTrainerSync):
         for row, tag in enumerate(batch.tags):
             if tag.get("is_padding", False):
                 response_mask[row] = 0
-        actor = self.config.actor_rollout_ref.actor
-        rows_per_mini = int(actor.ppo_mini_batch_size) * int(self.config.actor_rollout_ref.rollout.n)
         terms = compute_step_terms(
             entropy=padded["entropy"],
             response_mask=response_mask,
@@ -177,7 +217,7 @@ class EPOTrainer(PPOTrainerSync):
             epo=self.epo,
             step=self.global_steps - 1,
             total_steps=self.total_training_steps,
-            num_mini_batches=max(1, len(batch) // rows_per_mini),
+            num_mini_batches=self._num_mini_batches(len(batch)),
         )
         fields = TensorDict(
             {

@@ -67,6 +67,22 @@ def test_resume_restores_entropy_history_and_step(straight_run, tiny_setup, trai
             assert b["data"][key] == pytest.approx(a["data"][key], rel=1e-4, abs=1e-6), key
 
 
+def test_updates_per_step_one_makes_each_update_on_policy(straight_run, tiny_setup, train):
+    """epo.updates_per_step=1: one optimizer update on all turns of the step, so the update's policy
+    is the rollout's (PPO ratio 1: verl's ppo_kl 0). verl's split into mini-batches of
+    ppo_mini_batch_size x n rows takes several updates on one-row-per-turn batches: later ones are
+    off-policy (ppo_kl != 0), which the straight run shows."""
+    _, rows = straight_run
+    assert max(abs(r["data"]["actor/ppo_kl"]) for r in rows) > 1e-6
+    out = tiny_setup["root"] / "one_update"
+    one = train(tiny_setup, out, overrides=["trainer.total_training_steps=2", "trainer.save_freq=-1",
+                                            "++epo.updates_per_step=1"])
+    assert [r["step"] for r in one] == [1, 2]
+    for row in one:
+        assert abs(row["data"]["actor/ppo_kl"]) < 1e-6, row["data"]["actor/ppo_kl"]
+        assert row["data"]["actor/pg_clipfrac"] == 0.0
+
+
 def test_ppo_with_critic_and_epo_one_step(tiny_setup, train):
     out = tiny_setup["root"] / "ppo"
     rows = train(tiny_setup, out, overrides=[

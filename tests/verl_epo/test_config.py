@@ -65,6 +65,9 @@ def test_from_dict_round_trip():
         ({"total_steps": True}, "epo.total_steps"),
         ({"turn_buckets": 0}, "epo.turn_buckets"),
         ({"turn_buckets": 2.5}, "epo.turn_buckets"),
+        ({"updates_per_step": 0}, "epo.updates_per_step"),
+        ({"updates_per_step": 1.5}, "epo.updates_per_step"),
+        ({"updates_per_step": True}, "epo.updates_per_step"),
     ],
 )
 def test_invalid_setting_names_its_key(raw, key):
