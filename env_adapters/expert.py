@@ -14,6 +14,12 @@ The experts:
 Episodes the expert does not win (e.g. a gold path longer than ``max_turns``, or a plan that runs
 out) are left out and counted.
 
+``--explore ε`` (per-turn experts only) makes the demonstrator noisy: each turn, with probability
+ε, it plays a uniformly random admissible action instead, and those actions are in the rows too.
+Supervised training on such rows gives a policy that has learned the expert's rule but mixes it
+with random play, the usual starting point of RL after SFT on imperfect demonstrations: RL then
+has to sharpen a behaviour the model can already compute, which a tiny model does within minutes.
+
 Row format (read by verl's ``MultiTurnSFTDataset`` with ``messages_key: messages``):
 
 - ``messages``: the turn's chat messages (system, user) plus the assistant's answer,
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,17 +78,28 @@ def expert_method(game_name: str, game: TextGame) -> tuple[Callable[[], Any], st
     return bound, mode
 
 
-def expert_policy(game_name: str, game: TextGame) -> Policy:
+def expert_policy(game_name: str, game: TextGame, explore: float = 0.0,
+                  rng: random.Random | None = None) -> Policy:
     """A ``play_episode`` policy that answers ``format_action(expert action)`` each turn.
 
     A replayed plan is fetched at turn 0, right after ``play_episode`` reset the game (the
-    ScienceWorld gold path must be generated before any step).
+    ScienceWorld gold path must be generated before any step). With ``explore`` = ε > 0 (per-turn
+    experts only), each turn plays a random admissible action (drawn from ``rng``) with probability ε.
     """
     method, mode = expert_method(game_name, game)
+    if not 0.0 <= explore < 1.0:
+        raise ValueError(f"explore={explore} must be in [0, 1): the probability of a random action per turn")
+    if explore and mode != PER_TURN:
+        raise ValueError(f"explore={explore} needs an expert asked every turn; {game_name!r} replays a fixed "
+                         "plan that a random action would derail (use explore=0 for it)")
+    rng = rng or random.Random(0)
     plan: list[str] = []
 
     async def policy(messages: list[dict[str, str]], turn: int) -> str:
         if mode == PER_TURN:
+            actions = game.admissible_actions() if explore else None
+            if actions and rng.random() < explore:
+                return format_action(rng.choice(actions))
             return format_action(str(method()))
         if turn == 0:
             plan[:] = [str(a) for a in method()]
@@ -120,7 +138,7 @@ def episode_rows(result: EpisodeResult, episode: int, set_name: str) -> list[dic
 
 
 async def _play_all(tasks: list[TaskSpec], settings: EpisodeSettings, game_kwargs: dict[str, dict[str, Any]],
-                    set_name: str, report: ExpertReport) -> list[dict[str, Any]]:
+                    set_name: str, report: ExpertReport, explore: float, seed: int) -> list[dict[str, Any]]:
     games: dict[str, TextGame] = {}
     rows: list[dict[str, Any]] = []
     try:
@@ -128,7 +146,8 @@ async def _play_all(tasks: list[TaskSpec], settings: EpisodeSettings, game_kwarg
             if spec.game not in games:
                 games[spec.game] = make_game(spec.game, **game_kwargs.get(spec.game, {}))
             game = games[spec.game]
-            policy = expert_policy(spec.game, game)
+            rng = random.Random(f"{seed}|{spec.game}|{spec.task}|{spec.variation}|{spec.seed}")
+            policy = expert_policy(spec.game, game, explore=explore, rng=rng)
             report.episodes += 1
             try:
                 result = await play_episode(game, spec, policy, settings)
@@ -150,8 +169,10 @@ async def _play_all(tasks: list[TaskSpec], settings: EpisodeSettings, game_kwarg
 
 
 def expert_rows(set_name: str, settings: EpisodeSettings | None = None, limit: int | None = None,
-                game_kwargs: dict[str, dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], ExpertReport]:
-    """SFT rows from the expert's won episodes on the first ``limit`` tasks of ``set_name``."""
+                game_kwargs: dict[str, dict[str, Any]] | None = None, explore: float = 0.0,
+                seed: int = 0) -> tuple[list[dict[str, Any]], ExpertReport]:
+    """SFT rows from the expert's won episodes on the first ``limit`` tasks of ``set_name``
+    (``explore``: probability of a random admissible action per turn, drawn from ``seed``)."""
     if limit is not None and limit < 1:
         raise ValueError(f"--limit {limit} must be >= 1 (omit it to play every task)")
     settings = settings or EpisodeSettings()
@@ -160,7 +181,7 @@ def expert_rows(set_name: str, settings: EpisodeSettings | None = None, limit: i
         raise ValueError(f"task set {set_name!r} is empty; nothing to play")
     report = ExpertReport()
     start = time.perf_counter()
-    rows = asyncio.run(_play_all(tasks, settings, game_kwargs or {}, set_name, report))
+    rows = asyncio.run(_play_all(tasks, settings, game_kwargs or {}, set_name, report, explore, seed))
     report.seconds = time.perf_counter() - start
     return rows, report
 
@@ -215,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="episode turn limit (the agent loop's env.max_turns)")
     parser.add_argument("--history-turns", type=int, default=EpisodeSettings.history_turns,
                         help="recent turns shown in the prompt (the agent loop's env.history_turns)")
+    parser.add_argument("--explore", type=float, default=0.0,
+                        help="probability of a random admissible action per turn (per-turn experts only)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random actions of --explore")
     parser.add_argument("--game-kwargs", default="{}",
                         help='JSON of constructor kwargs per game, e.g. \'{"sciworld": {"env_step_limit": 100}}\'')
     args = parser.parse_args(argv)
@@ -225,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not isinstance(game_kwargs, dict):
         parser.error("--game-kwargs must be a JSON object mapping game names to kwargs")
     settings = EpisodeSettings(max_turns=args.max_turns, history_turns=args.history_turns)
-    rows, report = expert_rows(args.task_set, settings, args.limit, game_kwargs)
+    rows, report = expert_rows(args.task_set, settings, args.limit, game_kwargs, args.explore, args.seed)
     for lost in report.lost:
         print(f"not won: {lost['game']} {lost['task']} variation {lost['variation']}: {lost['reason']}")
     path = write_sft(rows, args.out)

@@ -100,6 +100,30 @@ def test_episodes_the_expert_does_not_win_are_left_out_and_counted():
         write_sft(rows, "/nonexistent-never-written")
 
 
+def test_exploring_expert_mixes_in_random_admissible_actions_reproducibly():
+    clean, _ = expert_rows("synthetic/train", SETTINGS, limit=16)
+    noisy, report = expert_rows("synthetic/train", SETTINGS, limit=16, explore=0.5, seed=3)
+    again, _ = expert_rows("synthetic/train", SETTINGS, limit=16, explore=0.5, seed=3)
+    other, _ = expert_rows("synthetic/train", SETTINGS, limit=16, explore=0.5, seed=4)
+    assert noisy == again and noisy != other
+    assert report.won >= 14  # random moves only cost time in the corridor; the expert recovers
+    # every noisy action is admissible; more turns than the clean expert, and some of them not its choice
+    game = make_game("synthetic")
+    off_expert = 0
+    for turns in by_episode(noisy):
+        spec = turns[0]["extra_info"]
+        game.reset(spec["task"], spec["variation"], spec["seed"])
+        for row in turns:
+            action = parse_action(row["messages"][-1]["content"])
+            assert action in game.admissible_actions()
+            off_expert += action != game.expert_action()
+            game.step(action)
+    assert len(noisy) > len(clean) and off_expert > 0.2 * len(noisy)
+    with pytest.raises(ValueError, match="replays a fixed plan"):
+        from env_adapters.expert import expert_policy
+        expert_policy("sciworld", type("G", (), {"gold_actions": lambda self: []})(), explore=0.1)
+
+
 def test_bad_input_names_the_problem(tmp_path):
     with pytest.raises(KeyError, match="no expert for SFT data"):
         expert_method("chess", object())
