@@ -50,10 +50,6 @@ METHODS: dict[str, list[str]] = {
 }
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_TEST_FREQ = 3
-ROW_SAFE = ["actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16"]
-"""verl pads a step's turn rows to a multiple of ppo_mini_batch_size x n (16 here), not of the
-log-prob micro-batch (64 in cpu_synthetic.yaml): once episodes end at different turns (a model that
-wins), 64 no longer divides the rows and verl's compute_log_prob asserts. 16 always divides them."""
 
 
 def run_dir(out: Path, method: str, seed: int) -> Path:
@@ -79,7 +75,7 @@ def run_one(out: Path, method: str, seed: int, steps: int, test_freq: int, data:
     folder.mkdir(parents=True, exist_ok=True)
     game = dataclasses.replace(GAMES[GAME], warm_start_steps=warm_start_steps)
     model = prepare_model(GAME, game, out / "shared" / f"seed{seed}-warm{warm_start_steps}", seed)
-    overrides = [*ROW_SAFE, *METHODS[method], f"trainer.test_freq={test_freq}",
+    overrides = [*METHODS[method], f"trainer.test_freq={test_freq}",
                  f"trainer.experiment_name=mini-{method}-seed{seed}", *extra]
     info = {"method": method, "seed": seed, "steps": steps, "overrides": overrides, "model": str(model),
             "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
