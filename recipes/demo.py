@@ -7,7 +7,8 @@
    (real verl trainer, real Ray, the EPO trainer and the text-game agent loop), with one progress
    line per step;
 5. the same fixed validation episodes played by the warm-started and by the trained model
-   (``env_adapters.evaluate``, temperature 0.4 as in the paper), a summary and plots.
+   (``env_adapters.evaluate``, with the recipe's game settings, at the training temperature and at
+   the paper's evaluation temperature 0.4), a summary and plots.
 
 Usage: ``python recipes/demo.py --game synthetic --out outputs/demo-synthetic [--steps N]``.
 """
@@ -38,11 +39,15 @@ class DemoGame:
     steps: int
     max_turns: int
     corpus_episodes: int = 30
+    expert_explore: float = 0.0
+    """Probability of a random admissible action per expert turn (``env_adapters.expert``)."""
 
 
 GAMES = {
+    # warm start on a noisy expert (half its moves random): the model learns the rule (follow the
+    # sign) but samples a diluted policy, which GRPO then sharpens; see docs/evaluation.md
     "synthetic": DemoGame("cpu_synthetic", "synthetic/train", "synthetic/val", "synthetic/train",
-                          warm_start_steps=275, steps=30, max_turns=24),
+                          warm_start_steps=1000, steps=30, max_turns=24, expert_explore=0.5),
     "sciworld": DemoGame("cpu_sciworld", "sciworld/l0-train-small", "sciworld/l0-test-small",
                          "sciworld/l0-train-small", warm_start_steps=300, steps=6, max_turns=30,
                          corpus_episodes=10),
@@ -73,9 +78,11 @@ def prepare_model(game_name: str, game: DemoGame, out: Path, seed: int) -> Path:
     log(f"corpus: {counts} lines of game text -> {corpus}")
     summary = build_tiny_model([corpus], out / "model_init", seed=seed)
     log(f"tiny model: {summary['parameters']:,} parameters, vocabulary {summary['vocab_size']}")
-    rows, report = expert_rows(game.expert_set, EpisodeSettings(max_turns=game.max_turns, history_turns=2))
+    rows, report = expert_rows(game.expert_set, EpisodeSettings(max_turns=game.max_turns, history_turns=2),
+                               explore=game.expert_explore, seed=seed)
     write_sft(rows, out / "expert")
-    log(f"expert data: {len(rows)} turns from {report.won} won episodes of {game.expert_set}")
+    noisy = f", {game.expert_explore:.0%} of moves random" if game.expert_explore else ""
+    log(f"expert data: {len(rows)} turns from {report.won} won episodes of {game.expert_set}{noisy}")
     stats = warm_start(out / "model_init", [r["messages"] for r in rows], warm,
                        steps=game.warm_start_steps, seed=seed)
     log(f"warm start: {stats['steps']} steps, loss {stats['first_loss']} -> {stats['final_loss']}")
@@ -135,16 +142,31 @@ def print_new_steps(path: Path, seen: int) -> int:
     return len(rows)
 
 
-def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> dict[str, float]:
-    """Success on the validation set, same episodes and seed, before and after training."""
-    from env_adapters.evaluate import EvalSettings, evaluate, format_summary
+def recipe_env(game: DemoGame) -> dict:
+    """The ``env:`` section of the game's recipe file (its own keys, over base/cpu.yaml's)."""
+    from omegaconf import OmegaConf
 
+    base = OmegaConf.load(RECIPES / "base" / "cpu.yaml").get("env", {})
+    own = OmegaConf.load(RECIPES / f"{game.recipe}.yaml").get("env", {})
+    return OmegaConf.to_container(OmegaConf.merge(base, own), resolve=True)
+
+
+def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> dict[str, float]:
+    """Success on the validation set, same episodes and seed, before and after training, with the
+    recipe's game settings, at the training temperature (1.0) and the paper's evaluation temperature."""
+    from env_adapters.evaluate import PAPER_TEMPERATURE, EvalSettings, evaluate, format_summary
+
+    env = recipe_env(game)
     results = {}
-    for name, path in [("before", model), ("after", out / "checkpoints")]:
-        settings = EvalSettings(model=str(path), max_turns=game.max_turns, history_turns=2, max_response_tokens=12)
-        summary = evaluate(path, [game.val_set], [seed], out / f"eval_{name}", settings=settings, progress=False)
-        log(f"evaluation {name} training:\n{format_summary(summary)}")
-        results[name] = summary["sets"][game.val_set]["success"]["mean"]
+    for temperature in (1.0, PAPER_TEMPERATURE):
+        for name, path in [("before", model), ("after", out / "checkpoints")]:
+            settings = EvalSettings(model=str(path), temperature=temperature, max_turns=env["max_turns"],
+                                    history_turns=env["history_turns"], parser=env["parser"],
+                                    max_response_tokens=12, game_kwargs=env.get("games") or {})
+            summary = evaluate(path, [game.val_set], [seed], out / f"eval_{name}_T{temperature}", settings=settings,
+                               progress=False)
+            log(f"evaluation {name} training, T={temperature}:\n{format_summary(summary)}")
+            results[f"{name}_T{temperature}"] = summary["sets"][game.val_set]["success"]["mean"]
     return results
 
 
@@ -193,12 +215,14 @@ def main(argv: list[str] | None = None) -> dict:
     train(game, model, data, out, steps, args.seed, args.overrides)
     evaluation = evaluate_before_after(game, model, out, args.seed)
     summary = summarise(out, time.perf_counter() - started, args.game)
-    summary["eval_success_before"], summary["eval_success_after"] = evaluation["before"], evaluation["after"]
+    summary["evaluation_success"] = evaluation
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(f"done in {summary['wall_seconds']:.0f} s: {game.val_set} success {evaluation['before']:.3f} -> "
-        f"{evaluation['after']:.3f} (evaluation, T=0.4); validation in training (T=1.0) "
-        f"{summary['val_success_before']} -> {summary['val_success_after']}; training episodes "
-        f"{summary['train_success_first_step']} -> {summary['train_success_last_step']}")
+    evals = "; ".join(f"T={t}: {evaluation[f'before_T{t}']:.3f} -> {evaluation[f'after_T{t}']:.3f}"
+                      for t in sorted({k.split("_T")[1] for k in evaluation}, reverse=True))
+    log(f"done in {summary['wall_seconds']:.0f} s: {game.val_set} success before -> after training, "
+        f"evaluation {evals}; validation in training (T=1.0) {summary['val_success_before']} -> "
+        f"{summary['val_success_after']}; training episodes {summary['train_success_first_step']} -> "
+        f"{summary['train_success_last_step']}")
     for plot in summary["plots"]:
         log(f"plot: {plot}")
     log(f"everything is in {out.resolve()} (summary.json, metrics.jsonl, train.log, checkpoints/)")

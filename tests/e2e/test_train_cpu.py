@@ -69,9 +69,8 @@ def test_resume_restores_entropy_history_and_step(straight_run, tiny_setup, trai
 
 def test_updates_per_step_one_makes_each_update_on_policy(straight_run, tiny_setup, train):
     """epo.updates_per_step=1: one optimizer update on all turns of the step, so the update's policy
-    is the rollout's (PPO ratio 1: verl's ppo_kl 0). verl's split into mini-batches of
-    ppo_mini_batch_size x n rows takes several updates on one-row-per-turn batches: later ones are
-    off-policy (ppo_kl != 0), which the straight run shows."""
+    is the rollout's (PPO ratio 1: verl's ppo_kl 0). The straight run takes the recipe's 4 updates
+    per step: the later ones are off-policy (ppo_kl != 0)."""
     _, rows = straight_run
     assert max(abs(r["data"]["actor/ppo_kl"]) for r in rows) > 1e-6
     out = tiny_setup["root"] / "one_update"
