@@ -5,7 +5,9 @@ pointing north, south, east or west; ``go <that direction>`` enters the next roo
 behind a closed door that must be opened first (``open door``). Walking any other way wastes a
 turn ("the passage loops back") without ending the game, so the only failure is running out of
 steps. The episode is won only when the last room is left; it ends on a win or when the game's
-own step limit (``step_factor * N`` steps, every action counted) is reached.
+own step limit (``step_factor * N`` steps, every action it receives counted) is reached. A turn whose
+text holds no parsable action never reaches the game and counts only against the agent loop's
+``env.max_turns``.
 
 Why this shape: the right action always follows from the current observation alone (copy the
 sign's direction, or open the door), so a tiny transformer can learn it; and because wrong valid
