@@ -7,7 +7,10 @@ What it adds to ``PPOTrainerSync``, and nothing else:
    quantities on the whole batch (``compute_step_terms``) and puts them in the batch for the loss;
 4. after the step's update, records the batch entropy in the ``EntropyHistory`` (so the reference
    used at step k excludes step k), and logs ``epo/*`` and ``env/*`` metrics;
-5. saves the history inside verl's checkpoint folder and restores it on resume.
+5. saves the history inside verl's checkpoint folder and restores it on resume;
+6. optionally (not in the paper, for one-output-per-turn agent loops): equal trajectory weights in
+   the advantages (``epo.balance_trajectories``) and exactly K optimizer updates per step
+   (``epo.updates_per_step``).
 """
 
 from __future__ import annotations
