@@ -151,7 +151,7 @@ def recipe_env(game: DemoGame) -> dict:
     return OmegaConf.to_container(OmegaConf.merge(base, own), resolve=True)
 
 
-def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> dict[str, float]:
+def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> dict[str, dict[str, float]]:
     """Success on the validation set, same episodes and seed, before and after training, with the
     recipe's game settings, at the training temperature (1.0) and the paper's evaluation temperature."""
     from env_adapters.evaluate import PAPER_TEMPERATURE, EvalSettings, evaluate, format_summary
@@ -166,7 +166,7 @@ def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> 
             summary = evaluate(path, [game.val_set], [seed], out / f"eval_{name}_T{temperature}", settings=settings,
                                progress=False)
             log(f"evaluation {name} training, T={temperature}:\n{format_summary(summary)}")
-            results[f"{name}_T{temperature}"] = summary["sets"][game.val_set]["success"]["mean"]
+            results.setdefault(f"T={temperature}", {})[name] = summary["sets"][game.val_set]["success"]["mean"]
     return results
 
 
@@ -217,8 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarise(out, time.perf_counter() - started, args.game)
     summary["evaluation_success"] = evaluation
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    evals = "; ".join(f"T={t}: {evaluation[f'before_T{t}']:.3f} -> {evaluation[f'after_T{t}']:.3f}"
-                      for t in sorted({k.split("_T")[1] for k in evaluation}, reverse=True))
+    evals = "; ".join(f"{t}: {r['before']:.3f} -> {r['after']:.3f}" for t, r in evaluation.items())
     log(f"done in {summary['wall_seconds']:.0f} s: {game.val_set} success before -> after training, "
         f"evaluation {evals}; validation in training (T=1.0) {summary['val_success_before']} -> "
         f"{summary['val_success_after']}; training episodes {summary['train_success_first_step']} -> "
