@@ -37,7 +37,6 @@ class DemoGame:
     expert_set: str
     warm_start_steps: int
     steps: int
-    max_turns: int
     corpus_episodes: int = 30
     expert_explore: float = 0.0
     """Probability of a random admissible action per expert turn (``env_adapters.expert``)."""
@@ -47,12 +46,12 @@ GAMES = {
     # warm start on a noisy expert (half its moves random): the model learns the rule (follow the
     # sign) but samples a diluted policy, which GRPO then sharpens; see docs/evaluation.md
     "synthetic": DemoGame("cpu_synthetic", "synthetic/train", "synthetic/val", "synthetic/train",
-                          warm_start_steps=1000, steps=30, max_turns=24, expert_explore=0.5),
+                          warm_start_steps=1000, steps=30, expert_explore=0.5),
     "sciworld": DemoGame("cpu_sciworld", "sciworld/l0-train-small", "sciworld/l0-test-small",
-                         "sciworld/l0-train-small", warm_start_steps=300, steps=6, max_turns=30,
+                         "sciworld/l0-train-small", warm_start_steps=300, steps=6,
                          corpus_episodes=10),
     "alfworld": DemoGame("cpu_alfworld", "alfworld/train-small", "alfworld/valid-seen-small",
-                         "alfworld/train-small", warm_start_steps=300, steps=6, max_turns=50,
+                         "alfworld/train-small", warm_start_steps=300, steps=6,
                          corpus_episodes=10),
 }
 
@@ -78,7 +77,9 @@ def prepare_model(game_name: str, game: DemoGame, out: Path, seed: int) -> Path:
     log(f"corpus: {counts} lines of game text -> {corpus}")
     summary = build_tiny_model([corpus], out / "model_init", seed=seed)
     log(f"tiny model: {summary['parameters']:,} parameters, vocabulary {summary['vocab_size']}")
-    rows, report = expert_rows(game.expert_set, EpisodeSettings(max_turns=game.max_turns, history_turns=2),
+    env = recipe_env(game)  # the expert's prompts are the agent loop's: same turn limit and history
+    rows, report = expert_rows(game.expert_set, EpisodeSettings(max_turns=env["max_turns"],
+                                                                history_turns=env["history_turns"]),
                                explore=game.expert_explore, seed=seed)
     write_sft(rows, out / "expert")
     noisy = f", {game.expert_explore:.0%} of moves random" if game.expert_explore else ""
