@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import shlex
 import sys
 from collections.abc import Iterator
@@ -270,6 +271,34 @@ def check_recipe(config: Any, stand_in_model: str | None = None, warn_missing_mo
     return epo
 
 
+def update_plan(config: Any, epo: Any) -> list[str]:
+    """What a typical step's update schedule is: optimizer updates at a few episode lengths.
+
+    A step has ``train_batch_size x rollout.n`` episodes of one row per turn; episodes run to
+    ``env.max_turns`` while they fail (most of them early in training) and stop sooner when won.
+    """
+    n, tasks = int(config.actor_rollout_ref.rollout.n), int(config.data.train_batch_size)
+    episodes = tasks * n
+    max_turns = int((config.get("env") or {}).get("max_turns", 1))
+    mini_rows = int(config.actor_rollout_ref.actor.ppo_mini_batch_size) * n
+    if epo is not None and epo.rows_per_update is not None:
+        rule = f"epo.rows_per_update={epo.rows_per_update}: ceil(turn rows / {epo.rows_per_update})"
+    elif epo is not None and epo.updates_per_step is not None:
+        rule = f"epo.updates_per_step={epo.updates_per_step}: a fixed count"
+    else:
+        rule = f"verl's split: ceil(turn rows / ppo_mini_batch_size x rollout.n = {mini_rows})"
+    lines = [f"updates per step ({rule}), {tasks} tasks x {n} episodes:"]
+    for turns in sorted({max_turns, max(1, max_turns // 2), max(1, max_turns // 5)}, reverse=True):
+        rows = episodes * turns
+        updates = epo.updates_for(rows) if epo is not None else None
+        if updates is None:
+            updates = math.ceil(rows / mini_rows)
+        plural = "s" if updates > 1 else ""
+        lines.append(f"  {turns:3d} turns per episode: {rows:6d} turn rows -> {updates} optimizer update{plural} "
+                     f"of ~{math.ceil(rows / updates)} rows")
+    return lines
+
+
 def shell_lines(config: Any) -> list[str]:
     """``NAME=value`` lines (shell-quoted) that ``run.sh`` evaluates.
 
@@ -323,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(OmegaConf.to_yaml(resolved), end="")
         state = "on" if epo is not None and epo.enable else "off"
+        for line in update_plan(config, epo):
+            print(f"# {line}")
         print(f"# recipe {args.recipe}: checks passed (verl validate_config, EPO {state})", flush=True)
     if args.shell:
         print("\n".join(shell_lines(config)))

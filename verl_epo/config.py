@@ -94,7 +94,15 @@ class EPOConfig:
     trajectory: with one row per turn, a step then takes (turns per trajectory) times as many
     optimizer updates as configured, each on a few turns of a few trajectories. An integer splits
     every step's batch into exactly this many updates instead (1: one update on all turns of all
-    trajectories). None keeps verl's row-based split."""
+    trajectories), for the actor and, with PPO, the critic. None keeps verl's row-based split.
+    Exclusive with ``rows_per_update``."""
+    rows_per_update: int | None = None
+    """The paper's update schedule (its code splits a step's turn rows into mini-batches of
+    ``ppo_mini_batch_size x n`` rows: GRPO ScienceWorld 128 x 8 = 1,024, PPO 64 x 8 = 512, ALFWorld
+    256 x 8 = 2,048). A step with R turn rows makes ceil(R / rows_per_update) optimizer updates of
+    equal size (at most this many rows each), for the actor and, with PPO, the critic. verl 0.9.1
+    refuses a ``ppo_mini_batch_size`` above ``train_batch_size``, so the recipes cannot express it
+    there. None keeps verl's split (or ``updates_per_step``). Exclusive with ``updates_per_step``."""
 
     def __post_init__(self) -> None:
         if isinstance(self.reference, dict):
@@ -140,6 +148,19 @@ class EPOConfig:
             "must be null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows) or an integer >= 1",
             self.updates_per_step,
         )
+        check(
+            self.rows_per_update is None or (_is_int(self.rows_per_update) and self.rows_per_update >= 1),
+            "rows_per_update",
+            "must be null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows) or an integer >= 1",
+            self.rows_per_update,
+        )
+        check(
+            self.rows_per_update is None or self.updates_per_step is None,
+            "rows_per_update",
+            f"cannot be combined with epo.updates_per_step={self.updates_per_step}: both set the number of "
+            "optimizer updates per step; keep one and set the other to null",
+            self.rows_per_update,
+        )
         ref = self.reference
         check(ref.mode in REFERENCE_MODES, "reference.mode", f"must be one of {REFERENCE_MODES}",
               ref.mode)
@@ -156,6 +177,15 @@ class EPOConfig:
                 "EPO is enabled with both terms off; set epo.enable=false for the baseline",
                 self.use_entropy_term,
             )
+
+    def updates_for(self, rows: int) -> int | None:
+        """Optimizer updates a step with ``rows`` turn rows (padding excluded) makes, or None when
+        verl's own split by ``ppo_mini_batch_size`` applies."""
+        if self.updates_per_step is not None:
+            return self.updates_per_step
+        if self.rows_per_update is not None:
+            return max(1, math.ceil(rows / self.rows_per_update))
+        return None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> EPOConfig:

@@ -10,15 +10,18 @@ What it adds to ``PPOTrainerSync``, and nothing else:
 5. saves the history inside verl's checkpoint folder and restores it on resume;
 6. optionally (not in the paper, for one-output-per-turn agent loops): equal trajectory weights in
    the advantages (``epo.balance_trajectories``) and exactly K optimizer updates per step
-   (``epo.updates_per_step``).
+   (``epo.updates_per_step``), or the paper's schedule of ceil(rows / R) updates on a step's turn
+   rows (``epo.rows_per_update``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -130,6 +133,7 @@ class EPOTrainer(PPOTrainerSync):
         self.epo_state = EPOState(self.epo)
         self._pending: StepTerms | None = None
         self._fetches = (-1, 0)
+        self._step_updates: int | None = None
         print(f"[verl-epo] EPO settings: {json.dumps(self.epo.to_dict())}", flush=True)
 
     # ----- set-up -----------------------------------------------------------------------------
@@ -156,48 +160,64 @@ class EPOTrainer(PPOTrainerSync):
         # episodes finish in any order; sort rows by (prompt, session, turn) first so that the
         # balanced layout, and so the mini-batches, do not depend on timing
         batch.reorder(sorted(range(len(batch)), key=lambda i: _row_sort_key(batch.keys[i])))
+        rows = sum(not tag.get("is_padding", False) for tag in batch.tags)
+        self._step_updates = self.epo.updates_for(rows)
+        if self._step_updates is not None:
+            metrics["epo/updates_per_step"] = self._step_updates
         return super()._balance_batch(batch, metrics, *args, **kwargs)
 
     def _get_required_batch_multiple(self, dp_size: int) -> int:
-        """With ``epo.updates_per_step`` = K, pad the batch to K equal mini-batches whose rows are a
-        multiple of rollout.n and, per data-parallel rank, of every micro-batch size."""
-        updates = self.epo.updates_per_step
+        """With K updates this step (``epo.updates_per_step`` or ``epo.rows_per_update``), pad the
+        batch to K equal mini-batches whose rows are a multiple of rollout.n and, per data-parallel
+        rank, of every micro-batch size (actor, log-prob and, with a critic, the critic's)."""
+        updates = self._step_updates
         if updates is None:
             return super()._get_required_batch_multiple(dp_size)
         n = int(self.config.actor_rollout_ref.rollout.n)
-        multiple = dp_size
-        if self.use_critic:
-            multiple = math.lcm(multiple, int(self.config.critic.ppo_mini_batch_size) * n)
         per_update = math.lcm(n, dp_size)
+        micro_sizes = []
         actor = self.config.actor_rollout_ref.actor
         if not actor.get("use_dynamic_bsz", False):
-            for micro in (actor.get("ppo_micro_batch_size_per_gpu"),
-                          self.config.actor_rollout_ref.rollout.get("log_prob_micro_batch_size_per_gpu")):
-                if micro:
-                    per_update = math.lcm(per_update, dp_size * int(micro))
-        return math.lcm(multiple, updates * per_update)
+            micro_sizes += [actor.get("ppo_micro_batch_size_per_gpu"),
+                            self.config.actor_rollout_ref.rollout.get("log_prob_micro_batch_size_per_gpu")]
+        if self.use_critic and not self.config.critic.get("use_dynamic_bsz", False):
+            micro_sizes.append(self.config.critic.get("ppo_micro_batch_size_per_gpu"))
+        for micro in micro_sizes:
+            if micro:
+                per_update = math.lcm(per_update, dp_size * int(micro))
+        return updates * per_update
 
     def _num_mini_batches(self, rows: int) -> int:
         """Optimizer updates the actor takes on a (padded) batch of ``rows`` rows per epoch."""
-        if self.epo.updates_per_step is not None:
-            return self.epo.updates_per_step
+        if self._step_updates is not None:
+            return self._step_updates
         actor = self.config.actor_rollout_ref.actor
         return max(1, rows // (int(actor.ppo_mini_batch_size) * int(self.config.actor_rollout_ref.rollout.n)))
 
     def _update_actor(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
-        updates = self.epo.updates_per_step
+        with self._mini_batches_of_this_step(self.config.actor_rollout_ref.actor, len(batch)):
+            return super()._update_actor(batch, metrics)
+
+    def _update_critic(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        with self._mini_batches_of_this_step(self.config.critic, len(batch)):
+            return super()._update_critic(batch, metrics)
+
+    @contextlib.contextmanager
+    def _mini_batches_of_this_step(self, section: Any, rows: int) -> Iterator[None]:
+        """verl sends ``ppo_mini_batch_size x rollout.n`` rows per update; with K updates this step,
+        size that to (padded rows) / K for the duration of the call."""
+        updates = self._step_updates
         if updates is None:
-            return super()._update_actor(batch, metrics)
-        # verl sends ppo_mini_batch_size x rollout.n rows per update; size that to batch / K for this call
-        actor = self.config.actor_rollout_ref.actor
-        configured = actor.ppo_mini_batch_size
+            yield
+            return
+        configured = section.ppo_mini_batch_size
         with open_dict(self.config):
-            actor.ppo_mini_batch_size = len(batch) // (updates * int(self.config.actor_rollout_ref.rollout.n))
+            section.ppo_mini_batch_size = rows // (updates * int(self.config.actor_rollout_ref.rollout.n))
         try:
-            return super()._update_actor(batch, metrics)
+            yield
         finally:
             with open_dict(self.config):
-                actor.ppo_mini_batch_size = configured
+                section.ppo_mini_batch_size = configured
 
     def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         batch = super()._compute_old_log_prob(batch, metrics)

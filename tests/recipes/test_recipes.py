@@ -50,6 +50,10 @@ GAMES = {
                      train="alfworld/train", val="alfworld/valid-seen-small",
                      test=["alfworld/valid-seen", "alfworld/valid-unseen"]),
 }
+# the paper's turn rows per optimizer update (ppo_mini_batch_size x n of its code); ALFWorld GRPO:
+# the authors' launcher default (256 x 8), the same as their ALFWorld PPO
+ROWS_PER_UPDATE = {("sciworld", "ppo"): 512, ("sciworld", "grpo"): 1024, ("alfworld", "ppo"): 2048,
+                   ("alfworld", "grpo"): 2048}
 LR = {("sciworld", "ppo"): 3e-6, ("sciworld", "grpo"): 5e-6, ("alfworld", "ppo"): 5e-6,
       ("alfworld", "grpo"): 5e-6}
 # recipes beyond the paper's eight: what differs from their base recipe
@@ -139,6 +143,7 @@ def test_recipe(name, stand_in_model):
     assert epo.reference.mode == "cumulative" and not epo.reference.per_turn
     assert epo.total_steps is None  # β_k follows trainer.total_training_steps
     assert actor.entropy_coeff == 0
+    assert (epo.rows_per_update, epo.updates_per_step) == (ROWS_PER_UPDATE[game, method], None)
     # model
     model = variant.get("model", paper["model"])
     assert arr.model.path == model and config.critic.model.path == model
@@ -333,6 +338,8 @@ def test_run_sh_dry_run(tmp_path):
     for expected in ("trainer_mode: epo", "name: vllm", "alpha: 0.1", "use_phase_weight: false",
                      "experiment_name: alfworld_grpo_epo_no_beta_seed3",
                      f"default_local_dir: {tmp_path}/runs/alfworld_grpo_epo_no_beta_seed3/checkpoints",
+                     "updates per step (epo.rows_per_update=2048",
+                     "50 turns per episode:   6400 turn rows -> 4 optimizer updates of ~1600 rows",
                      "checks passed (verl validate_config, EPO on)"):
         assert expected in out, f"{expected!r} not in the dry-run output"
     assert not list(tmp_path.iterdir()), "--dry-run must not build or write anything"

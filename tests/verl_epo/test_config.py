@@ -68,12 +68,38 @@ def test_from_dict_round_trip():
         ({"updates_per_step": 0}, "epo.updates_per_step"),
         ({"updates_per_step": 1.5}, "epo.updates_per_step"),
         ({"updates_per_step": True}, "epo.updates_per_step"),
+        ({"rows_per_update": 0}, "epo.rows_per_update"),
+        ({"rows_per_update": 512.5}, "epo.rows_per_update"),
+        ({"rows_per_update": True}, "epo.rows_per_update"),
+        ({"rows_per_update": 1024, "updates_per_step": 4}, "epo.rows_per_update"),
     ],
 )
 def test_invalid_setting_names_its_key(raw, key):
     with pytest.raises(EPOConfigError) as info:
         EPOConfig.from_dict(raw)
     assert key in str(info.value)
+
+
+def test_update_schedules_are_exclusive_and_say_how_to_fix_it():
+    with pytest.raises(EPOConfigError) as info:
+        EPOConfig.from_dict({"rows_per_update": 1024, "updates_per_step": 4})
+    assert "epo.updates_per_step=4" in str(info.value) and "null" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "rows", "updates"),
+    [
+        ({}, 3000, None),  # verl's own split
+        ({"updates_per_step": 4}, 3000, 4),
+        ({"rows_per_update": 1024}, 3000, 3),
+        ({"rows_per_update": 1024}, 3073, 4),
+        ({"rows_per_update": 1024}, 1024, 1),
+        ({"rows_per_update": 1024}, 1, 1),
+        ({"rows_per_update": 512}, 0, 1),
+    ],
+)
+def test_updates_for_a_step(raw, rows, updates):
+    assert EPOConfig.from_dict(raw).updates_for(rows) == updates
 
 
 def test_unknown_keys_list_the_valid_ones():
