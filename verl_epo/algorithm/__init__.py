@@ -4,6 +4,7 @@
   independent of how a batch is split.
 - ``regularizers``: Eq. 3's smoothing hinge, Eq. 5's phase weight, band metrics.
 - ``history``: the entropy history behind Eq. 3's reference.
+- ``band``: what Eq. 6 does to one token's entropy, and the ``hold`` band mode.
 """
 
 from verl_epo.algorithm.aggregation import (
@@ -13,14 +14,19 @@ from verl_epo.algorithm.aggregation import (
     turn_index_in_trajectory,
     turn_index_means,
 )
+from verl_epo.algorithm.band import BAND_MODES, entropy_term_values, held_entropy, net_entropy_coefficients
 from verl_epo.algorithm.history import HISTORY_MODES, EntropyHistory, PerTurnEntropyHistory
 from verl_epo.algorithm.regularizers import band_fractions, phase_weight, smoothing_penalty
 
 __all__ = [
+    "BAND_MODES",
     "HISTORY_MODES",
     "EntropyHistory",
     "PerTurnEntropyHistory",
     "band_fractions",
+    "entropy_term_values",
+    "held_entropy",
+    "net_entropy_coefficients",
     "phase_weight",
     "smoothing_penalty",
     "trajectory_mean",
