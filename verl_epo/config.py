@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from verl_epo.algorithm.band import BAND_MODES
+
 REFERENCE_MODES = ("cumulative", "window", "ema")
 
 _CONFIG_CHECKS: list[Callable[[Any], None]] = []
@@ -77,6 +79,11 @@ class EPOConfig:
     """[κ_r] upper edge of the entropy band, as a multiple of H̄_ref."""
     alpha: float = 0.05
     """[α] smoothing coefficient (paper: 0.05 ScienceWorld, 0.1 ALFWorld)."""
+    band_mode: str = "paper"
+    """'paper': Eq. 6 exactly; at the paper's α·β_k < 1 it raises entropy above the band too (only
+    5-20 % less than inside). 'hold' (not in the paper): the entropy bonus's value is mirrored above
+    κ_r·H̄_ref, min(H, 2·κ_r·H̄_ref − H), so there it pulls entropy down as hard as it pushes inside
+    (``verl_epo/algorithm/band.py``, ``docs/epo_band.md``)."""
     gamma: float = 3.0
     """[γ] decay rate of the phase weight β_k."""
     total_steps: int | None = None
@@ -124,6 +131,7 @@ class EPOConfig:
                 "must be a finite number >= 0",
                 value,
             )
+        check(self.band_mode in BAND_MODES, "band_mode", f"must be one of {BAND_MODES}", self.band_mode)
         check(
             self.kappa_high > self.kappa_low,
             "kappa_high",

@@ -9,6 +9,23 @@ only sums ``weight · value`` over its micro-batch, times ``dp_size`` to undo th
 pieces then add up to the whole-batch value however verl splits the batch.
 
 The trainer installs it with ``actor_rollout_wg.set_loss_fn(partial(epo_loss, config=..., epo=...))``.
+
+What the EPO part does to one token (``verl_epo.algorithm.net_entropy_coefficients``; derivative of
+``-λ·(L_H - β_k·L_smooth)`` with respect to the token's entropy H, in units of λ·w, w its Eq. 2
+weight; negative = gradient descent raises H; λ = 0.001, β_k from 2 at the start to 1 at the end):
+
+| band_mode | α | β_k | below κ_l·H̄_ref | inside | above κ_r·H̄_ref |
+|---|---|---|---|---|---|
+| formula: paper | | | -(1 + α·β_k) | -1 | -(1 - α·β_k) |
+| formula: hold | | | -(1 + α·β_k) | -1 | +(1 + α·β_k) |
+| paper (ScienceWorld) | 0.05 | 2 → 1 | -1.10 → -1.05 | -1 | -0.90 → -0.95 |
+| paper (ALFWorld) | 0.1 | 2 → 1 | -1.20 → -1.10 | -1 | -0.80 → -0.90 |
+| hold (ScienceWorld) | 0.05 | 2 → 1 | -1.10 → -1.05 | -1 | +1.10 → +1.05 |
+| hold (ALFWorld) | 0.1 | 2 → 1 | -1.20 → -1.10 | -1 | +1.20 → +1.10 |
+
+(At the paper's κ_l = 0 no token is below the band.) With ``band_mode=paper`` the hinge never pulls
+entropy down at these settings; ``hold`` mirrors the bonus above the band (``verl_epo/algorithm/band.py``,
+``docs/epo_band.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +39,7 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-from verl_epo.algorithm import smoothing_penalty
+from verl_epo.algorithm import entropy_term_values, smoothing_penalty
 from verl_epo.config import EPOConfig
 
 WEIGHT_KEY = "epo_weight"
@@ -51,14 +68,19 @@ def epo_terms(
 
     Returns:
         (objective, l_h, l_smooth): objective = λ (L_H - β_k L_smooth) and its two parts, each
-        this micro-batch's share of the whole-batch value (Eq. 2, Eq. 3 with α applied).
+        this micro-batch's share of the whole-batch value (Eq. 2, Eq. 3 with α applied). With
+        ``epo.band_mode == "hold"``, L_H is the Eq. 2 mean of ``held_entropy`` (H mirrored above
+        κ_r·H̄_ref) on tokens that have a reference, of H on the others.
     """
     zero = entropy.new_zeros(())
-    l_h = (entropy * weight).sum() if epo.use_entropy_term else zero
+    has_ref = ~torch.isnan(reference)
+    ref = torch.where(has_ref, reference, torch.zeros_like(reference))
+    l_h = zero
+    if epo.use_entropy_term:
+        values = torch.where(has_ref, entropy_term_values(entropy, ref, epo.kappa_high, epo.band_mode), entropy)
+        l_h = (values * weight).sum()
     l_smooth = zero
     if epo.use_smoothing:
-        has_ref = ~torch.isnan(reference)
-        ref = torch.where(has_ref, reference, torch.zeros_like(reference))
         penalty = smoothing_penalty(entropy, ref, epo.kappa_low, epo.kappa_high)
         l_smooth = epo.alpha * (penalty * weight * has_ref).sum()
     objective = epo.entropy_coef * (l_h - beta * l_smooth)

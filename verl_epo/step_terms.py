@@ -182,6 +182,8 @@ def compute_step_terms(
         "epo/frac_above_band": float(above) / denom,
         "epo/frac_below_band": float(below) / denom,
         "epo/turns_per_trajectory": _mean_turns(traj_ids, turn_index),
+        # which Eq. 6 variant trained this step: 0 = paper, 1 = hold (entropy bonus mirrored above the band)
+        "epo/band_mode_hold": float(epo.band_mode == "hold"),
     }
     if global_ref is not None:
         metrics["epo/reference_entropy"] = float(global_ref)

@@ -71,6 +71,7 @@ ABLATION_EFFECTS = {
     "ref_per_turn": {"reference.per_turn": True, "reference.mode": "cumulative"},
     "kappa_narrow": {"kappa_low": 0.5, "kappa_high": 1.5},
     "kappa_wide": {"kappa_low": 0.0, "kappa_high": 3.0},
+    "band_hold": {"band_mode": "hold"},
 }
 
 
@@ -141,6 +142,7 @@ def test_recipe(name, stand_in_model):
     assert epo.alpha == paper["alpha"]
     assert epo.use_entropy_term and epo.use_smoothing and epo.use_phase_weight
     assert epo.reference.mode == "cumulative" and not epo.reference.per_turn
+    assert epo.band_mode == "paper" and config.epo.band_mode == "paper"  # Eq. 6 exactly, and shown
     assert epo.total_steps is None  # β_k follows trainer.total_training_steps
     assert actor.entropy_coeff == 0
     assert (epo.rows_per_update, epo.updates_per_step) == (ROWS_PER_UPDATE[game, method], None)

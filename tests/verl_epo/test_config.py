@@ -24,6 +24,7 @@ def test_defaults_are_the_papers():
     assert epo.total_steps is None
     assert epo.reference.mode == "cumulative"  # mean over all previous steps
     assert epo.reference.per_turn is False
+    assert epo.band_mode == "paper"  # Eq. 6 exactly
     assert EPOConfig.from_dict({}) == epo
     assert EPOConfig.from_dict(None) == epo
 
@@ -65,6 +66,8 @@ def test_from_dict_round_trip():
         ({"total_steps": True}, "epo.total_steps"),
         ({"turn_buckets": 0}, "epo.turn_buckets"),
         ({"turn_buckets": 2.5}, "epo.turn_buckets"),
+        ({"band_mode": "clamp"}, "epo.band_mode"),
+        ({"band_mode": None}, "epo.band_mode"),
         ({"updates_per_step": 0}, "epo.updates_per_step"),
         ({"updates_per_step": 1.5}, "epo.updates_per_step"),
         ({"updates_per_step": True}, "epo.updates_per_step"),

@@ -13,7 +13,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.torch_functional import entropy_from_logits
 from verl.workers.utils.losses import ppo_loss
 
-from verl_epo.algorithm import smoothing_penalty, trajectory_mean
+from verl_epo.algorithm import entropy_term_values, smoothing_penalty, trajectory_mean
 from verl_epo.config import EPOConfig
 from verl_epo.loss import BETA_KEY, REFERENCE_KEY, WEIGHT_KEY, epo_loss
 from verl_epo.step_terms import trajectory_and_turn_ids
@@ -85,9 +85,10 @@ def actor_config(verl_config):
 
 
 EPO = EPOConfig(entropy_coef=0.5, alpha=0.3, kappa_low=0.8, kappa_high=1.1)
+EPO_HOLD = EPOConfig(entropy_coef=0.5, alpha=0.3, kappa_low=0.8, kappa_high=1.1, band_mode="hold")
 
 
-def split_losses(actor_config, chunks, dp_size=1, seed=0):
+def split_losses(actor_config, chunks, dp_size=1, seed=0, epo=EPO):
     """Sum of epo_loss over verl's micro-batches (and simulated data-parallel ranks)."""
     data, _, _ = make_batch()
     policy = SoftmaxPolicy(seed)
@@ -100,14 +101,14 @@ def split_losses(actor_config, chunks, dp_size=1, seed=0):
         micro = tu.chunk_tensordict(part, chunks)
         micro_rows = part_rows.chunk(chunks)
         for mb, mb_rows in zip(micro, micro_rows, strict=True):
-            loss, _ = epo_loss(actor_config, policy(mb_rows.tolist(), mb), mb, epo=EPO)
+            loss, _ = epo_loss(actor_config, policy(mb_rows.tolist(), mb), mb, epo=epo)
             total = total + loss / dp_size  # FSDP averages gradients over ranks
     total.backward()
     grads = torch.cat([p.grad.flatten() for p in policy.logits if p.grad is not None])
     return total.detach(), grads
 
 
-def whole_batch_value(actor_config):
+def whole_batch_value(actor_config, epo=EPO):
     """ppo_loss on the whole batch minus λ(L_H − β L_smooth) from the algorithm functions."""
     data, keys, mask = make_batch()
     policy = SoftmaxPolicy(0)
@@ -118,10 +119,10 @@ def whole_batch_value(actor_config):
         batch_first=True,
     )
     traj, turns = trajectory_and_turn_ids(keys, mask)
-    l_h = trajectory_mean(ent, mask, traj, turns)
-    penalty = smoothing_penalty(ent, REFERENCE, EPO.kappa_low, EPO.kappa_high)
-    l_s = EPO.alpha * trajectory_mean(penalty, mask, traj, turns)
-    return (pg - EPO.entropy_coef * (l_h - 1.7 * l_s)).detach(), l_s.detach()
+    l_h = trajectory_mean(entropy_term_values(ent, REFERENCE, epo.kappa_high, epo.band_mode), mask, traj, turns)
+    penalty = smoothing_penalty(ent, REFERENCE, epo.kappa_low, epo.kappa_high)
+    l_s = epo.alpha * trajectory_mean(penalty, mask, traj, turns)
+    return (pg - epo.entropy_coef * (l_h - 1.7 * l_s)).detach(), l_s.detach()
 
 
 @pytest.mark.parametrize("chunks,dp", [(1, 1), (2, 1), (4, 1), (8, 1), (2, 2), (1, 4)])
@@ -138,6 +139,19 @@ def test_gradients_are_invariant_to_splits(actor_config):
     _, g22 = split_losses(actor_config, 2, 2)
     torch.testing.assert_close(g1, g4, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(g1, g22, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("chunks,dp", [(1, 1), (4, 1), (2, 2)])
+def test_hold_mode_is_the_algorithms_value_under_any_split(actor_config, chunks, dp):
+    """band_mode=hold: L_H is the Eq. 2 mean of the mirrored entropy; tokens above κ_r·H̄_ref = 1.32
+    exist in this batch, so the value differs from paper's."""
+    expected, _ = whole_batch_value(actor_config, EPO_HOLD)
+    paper, _ = whole_batch_value(actor_config, EPO)
+    assert abs(expected.item() - paper.item()) > 1e-3, (expected, paper)
+    value, grads = split_losses(actor_config, chunks, dp, epo=EPO_HOLD)
+    assert value == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    _, paper_grads = split_losses(actor_config, chunks, dp, epo=EPO)
+    assert not torch.allclose(grads, paper_grads)
 
 
 def test_disabled_epo_is_verls_loss(actor_config):

@@ -227,6 +227,12 @@ def test_step_zero_has_no_reference():
     assert terms.beta == 2.0  # Eq. 5 at k = 0
 
 
+def test_band_mode_is_a_metric():
+    keys, entropy, mask = per_turn_layout(turn_entropies())
+    assert step(keys, entropy, mask, epo=EPOConfig()).metrics["epo/band_mode_hold"] == 0.0
+    assert step(keys, entropy, mask, epo=EPOConfig(band_mode="hold")).metrics["epo/band_mode_hold"] == 1.0
+
+
 def test_band_fractions_and_smoothing_metric_match_a_hand_count():
     # reference = mean(1.0, 2.0) = 1.5; band [0.5 · 1.5, 1.5 · 1.5] = [0.75, 2.25] (edges in band)
     history = history_with(1.0, 2.0)
