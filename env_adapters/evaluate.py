@@ -11,10 +11,8 @@
   same. Only the policy differs: generation here, not verl's rollout server.
 - Sampling is seeded per episode from (evaluation seed, task index, task): the same seed replays the
   same episodes, whatever was evaluated before. ``--temperature 0`` decodes greedily.
-- Backends: ``hf`` generates with plain ``transformers`` in fp32, one episode at a time (CPU, and the
-  reference); ``vllm`` (optional, when ``vllm`` is importable and a GPU is present) plays many
-  episodes at once with a seed per request. The vLLM backend is small and untested on this project's
-  CPU machines.
+- Generation is vLLM's offline engine, the engine verl's rollout serves in training (on a GPU, or
+  vLLM's CPU build in fp32 on a CPU): many episodes at once, each request with its own seed.
 - Output: ``DIR/episodes.jsonl`` (one line per episode) and ``DIR/summary.json`` (success rate per
   set, per task type and per seed; mean ± sample std over seeds). An interrupted evaluation resumes:
   episodes already in ``episodes.jsonl`` (key: set, game, task, variation, task seed, evaluation seed)
@@ -42,6 +40,7 @@ from typing import Any
 
 from env_adapters.base import TaskSpec, TextGame, make_game, task_set
 from env_adapters.episode import EpisodeSettings, Policy, play_episode
+from verl_epo.embedded.shm_cleanup import install_exit_cleanup
 
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -213,59 +212,23 @@ class EpisodeCounter:
         self.digest.update(text.encode() + b"\x00")
 
 
-class HFBackend:
-    """fp32 ``transformers`` generation, the CPU rollout's decoding (``hf_server.generate_batch``)."""
-
-    concurrency = 1  # one episode at a time: the same seed gives bit-identical episodes
-
-    def __init__(self, model_dir: Path, settings: EvalSettings) -> None:
-        from types import SimpleNamespace
-
-        from verl_epo.embedded.hf_server import eos_token_ids
-        from verl_epo.embedded.tiny_model import load_model_and_tokenizer
-
-        self.model, self.tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
-        self.model.eval()
-        self.settings = settings
-        self.eos_ids = eos_token_ids(SimpleNamespace(generation_config=self.model.generation_config,
-                                                     tokenizer=self.tokenizer))
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else 0)
-
-    def policy(self, seed: int, counter: EpisodeCounter) -> Policy:
-        import torch
-
-        from verl_epo.embedded.hf_server import GenerationRequest, generate_batch
-
-        generator = torch.Generator().manual_seed(seed)
-
-        async def act(messages: list[dict[str, str]], turn: int) -> str:
-            request = GenerationRequest(
-                prompt_ids=prompt_ids(self.tokenizer, messages, self.settings.max_prompt_tokens),
-                max_tokens=self.settings.max_response_tokens, temperature=self.settings.temperature,
-                top_k=-1, top_p=self.settings.top_p, want_logprobs=False, stop_ids=self.eos_ids)
-            generate_batch(self.model, [request], self.pad_id, generator)
-            text = self.tokenizer.decode(request.token_ids, skip_special_tokens=True)
-            counter.add(request.token_ids, text)
-            return text
-
-        return act
-
-    def close(self) -> None:
-        pass
-
-
 class VLLMBackend:
-    """vLLM offline engine on a GPU; concurrent episodes' requests are batched, each with its own seed.
-
-    Small on purpose and not exercised by this project's CPU tests.
-    """
+    """vLLM's offline engine (a GPU, or vLLM's CPU build in fp32): concurrent episodes' requests are
+    batched, each with its own seed."""
 
     def __init__(self, model_dir: Path, settings: EvalSettings, concurrency: int = 64) -> None:
+        import torch
         from vllm import LLM
 
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu:
+            from verl_epo.embedded.vllm_cpu import ENV_DEFAULTS
+
+            for key, value in ENV_DEFAULTS.items():
+                os.environ.setdefault(key, value)
         self.concurrency = concurrency  # episodes in flight: each holds a game (a JVM for ScienceWorld)
-        self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True)
+        self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True,
+                       **({"dtype": "float32", "enforce_eager": True} if on_cpu else {}))
         self.tokenizer = self.llm.get_tokenizer()
         self.settings = settings
         self.pending: list[tuple[list[int], int, asyncio.Future]] = []
@@ -305,23 +268,8 @@ class VLLMBackend:
         return act
 
     def close(self) -> None:
-        pass
-
-
-def make_backend(name: str, model_dir: Path, settings: EvalSettings,
-                 concurrency: int = 64) -> HFBackend | VLLMBackend:
-    """``auto`` picks vLLM when it is importable and a GPU is present, else ``hf``."""
-    if name == "auto":
-        import importlib.util
-
-        import torch
-
-        name = "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "hf"
-    if name == "vllm":
-        return VLLMBackend(model_dir, settings, concurrency)
-    if name == "hf":
-        return HFBackend(model_dir, settings)  # CPU: the CPU rollout's decoding builds its tensors on CPU
-    raise ValueError(f"--backend {name!r} must be one of auto, hf, vllm")
+        # ends vLLM's engine process now, so its shared-memory queues are released before we exit
+        self.llm.llm_engine.engine_core.shutdown()
 
 
 # --- the episode log: resume without duplicates -------------------------------------------------
@@ -515,7 +463,7 @@ def summarize(rows: list[dict[str, Any]], expected: dict[str, int]) -> dict[str,
 
 
 def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str | Path,
-             settings: EvalSettings | None = None, limit: int | None = None, backend: str = "auto",
+             settings: EvalSettings | None = None, limit: int | None = None,
              isolate: bool = False, step_timeout: float = 60.0, progress: bool = True,
              concurrency: int = 64) -> dict[str, Any]:
     """Evaluate ``model`` on ``set_names`` × ``seeds``; resume what ``out`` already holds.
@@ -543,7 +491,7 @@ def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str
     todo = [job for job in jobs if job.key() not in done]
     start = time.perf_counter()
     if todo:
-        runner = make_backend(backend, model_dir, settings, concurrency)
+        runner = VLLMBackend(model_dir, settings, concurrency)
         shelf = GameShelf(settings.game_kwargs, isolate, step_timeout)
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="episodes", unit="ep",
                    disable=not progress, file=sys.stderr)
@@ -598,13 +546,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--game-kwargs", default="{}",
                    help='kwargs per game as JSON (as env.games), e.g. {"sciworld": {"simplification": "easy"}}')
     p.add_argument("--limit", type=int, default=None, help="only the first N tasks of each set")
-    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
-    p.add_argument("--concurrency", type=int, default=64, help="vllm backend: episodes played at once")
+    p.add_argument("--concurrency", type=int, default=64, help="episodes played at once (one vLLM batch)")
     p.add_argument("--isolate", action="store_true", help="run games in worker processes with a step timeout")
     p.add_argument("--step-timeout", type=float, default=60.0)
     p.add_argument("--out", required=True, help="output folder (episodes.jsonl, summary.json); reused to resume")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    install_exit_cleanup()  # vLLM's engine leaves /dev/shm segments when this process is killed
     try:
         game_kwargs = json.loads(args.game_kwargs)
     except json.JSONDecodeError as err:
@@ -614,7 +562,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             max_response_tokens=args.max_response_tokens, max_prompt_tokens=args.max_prompt_tokens,
                             game_kwargs=game_kwargs)
     summary = evaluate(args.model, args.sets, args.seeds, args.out, settings, limit=args.limit,
-                       backend=args.backend, isolate=args.isolate, step_timeout=args.step_timeout,
+                       isolate=args.isolate, step_timeout=args.step_timeout,
                        progress=not args.no_progress, concurrency=args.concurrency)
     print(format_summary(summary))
     print(f"summary: {Path(args.out) / SUMMARY_FILE}; episodes: {summary['episodes_file']}")

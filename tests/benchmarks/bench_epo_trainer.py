@@ -38,7 +38,7 @@ def prepare(root: Path) -> dict[str, Path]:
     from verl_epo.embedded.tiny_model import build_tiny_model
 
     write_corpus(["synthetic"], root / "corpus.txt", episodes=20)
-    build_tiny_model([root / "corpus.txt"], root / "model", hidden=64, layers=2, heads=4)
+    build_tiny_model([root / "corpus.txt"], root / "model", hidden=64, layers=2, heads=2)
     return {"model": root / "model", **build_dataset(root / "data", "synthetic/train", "synthetic/val", limit=8)}
 
 

@@ -10,12 +10,19 @@ import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
+
+from verl_epo.embedded.shm_cleanup import segments, segments_in_use
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
+MARKER = "VERL_EPO_E2E_RUN"
+CLEAN_BOUND = 30  # seconds after the trainer's exit until every process of the run is gone
 
 SMALL = [
     "data.train_batch_size=2",
@@ -44,7 +51,7 @@ def tiny_setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("e2e")
     write_corpus(["synthetic"], root / "corpus.txt", episodes=20)
-    build_tiny_model([root / "corpus.txt"], root / "init", hidden=32, layers=2, heads=2)
+    build_tiny_model([root / "corpus.txt"], root / "init", hidden=32, layers=2, heads=1)
     rows, _ = expert_rows("synthetic/train", EpisodeSettings(max_turns=6, history_turns=1), limit=16)
     warm_start(root / "init", [r["messages"] for r in rows], root / "model", steps=40, seed=0)
     data = build_dataset(root / "data", train_set="synthetic/train", val_set="synthetic/val", limit=4)
@@ -56,8 +63,10 @@ def run_training(setup: dict, out: Path, recipe: str = "cpu_synthetic", override
     """Run ``python -m verl.trainer.main_ppo`` in CPU mode; returns the file logger's rows."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
+    tag = uuid.uuid4().hex
     env = {**os.environ, "VERL_EPO_CPU": "1", "VERL_FILE_LOGGER_PATH": str(metrics), "HYDRA_FULL_ERROR": "1",
-           "RAY_DEDUP_LOGS": "0"}
+           "RAY_DEDUP_LOGS": "0", MARKER: tag}
+    started = time.time()
     cmd = [
         sys.executable, "-m", "verl.trainer.main_ppo", "--config-path", str(RECIPES), "--config-name", recipe,
         f"actor_rollout_ref.model.path={setup['model']}", f"data.train_files={setup['train']}",
@@ -68,7 +77,32 @@ def run_training(setup: dict, out: Path, recipe: str = "cpu_synthetic", override
     if proc.returncode != 0:
         tail = (out / "train.log").read_text()[-6000:]
         raise AssertionError(f"training failed (exit {proc.returncode}); log tail:\n{tail}")
+    assert_nothing_left(tag, started)
     return [json.loads(line) for line in metrics.read_text().splitlines()]
+
+
+def run_processes(tag: str) -> list[psutil.Process]:
+    """Live processes whose environment carries ``MARKER=tag`` (Ray's, vLLM's, the games')."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARKER) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def assert_nothing_left(tag: str, started: float) -> None:
+    """No process of the run outlives it, and no /dev/shm segment created since it started is
+    left that no live process uses (a concurrent run's segments are in use, so never counted)."""
+    deadline = time.monotonic() + CLEAN_BOUND
+    while (left := run_processes(tag)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, "processes outlived the run: " + "; ".join(" ".join(p.cmdline())[:120] for p in left)
+    in_use = segments_in_use()
+    orphans = [p.name for p in segments(started) if p.name not in in_use]
+    assert not orphans, f"the run left shared-memory segments in /dev/shm: {orphans}"
 
 
 @pytest.fixture(scope="session")

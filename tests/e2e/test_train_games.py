@@ -23,7 +23,7 @@ def game_setup(request, tmp_path_factory):
     recipe, train_set, val_set = GAMES[game]
     root = tmp_path_factory.mktemp(game)
     write_corpus([game], root / "corpus.txt", episodes=3, max_steps=10)
-    build_tiny_model([root / "corpus.txt"], root / "model", hidden=32, layers=2, heads=2)
+    build_tiny_model([root / "corpus.txt"], root / "model", hidden=32, layers=2, heads=1)
     data = build_dataset(root / "data", train_set=train_set, val_set=val_set, limit=2)
     return {"game": game, "recipe": recipe, "root": root, "model": root / "model", **data}
 

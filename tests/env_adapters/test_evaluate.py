@@ -39,7 +39,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 def _run(model_dir: Path, out: Path, seeds=SEEDS) -> dict:
     settings = EvalSettings(model=str(model_dir), **SETTINGS)
-    return evaluate(model_dir, [SET], seeds, out, settings, limit=LIMIT, backend="hf", progress=False)
+    return evaluate(model_dir, [SET], seeds, out, settings, limit=LIMIT, progress=False)
 
 
 def _outcomes(out: Path) -> dict[tuple, dict]:
@@ -82,11 +82,12 @@ def test_summary_file(reference):
 def test_killed_and_restarted_evaluation_has_no_duplicates(model_dir, reference, tmp_path):
     cmd = [sys.executable, "-m", "env_adapters.evaluate", str(model_dir), "--set", SET, "--seeds",
            *map(str, SEEDS), "--limit", str(LIMIT), "--temperature", "1.0", "--max-turns", "3",
-           "--history-turns", "2", "--max-response-tokens", "6", "--backend", "hf", "--no-progress",
+           "--history-turns", "2", "--max-response-tokens", "6", "--no-progress",
+           "--concurrency", "1",  # one episode at a time, so the kill lands between episodes
            "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / EPISODES_FILE
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # vLLM's start-up included
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if log.exists() and log.read_bytes().count(b"\n") >= 2:
@@ -120,14 +121,14 @@ def test_torn_last_line_is_cut_off(tmp_path):
 def test_resume_refuses_other_settings(model_dir, reference):
     settings = EvalSettings(model=str(model_dir), **{**SETTINGS, "temperature": 0.4})
     with pytest.raises(ValueError, match="temperature: 1.0 -> 0.4"):
-        evaluate(model_dir, [SET], SEEDS, reference, settings, limit=LIMIT, backend="hf", progress=False)
+        evaluate(model_dir, [SET], SEEDS, reference, settings, limit=LIMIT, progress=False)
 
 
 def test_bad_input_names_the_problem(tmp_path):
     with pytest.raises(KeyError, match="unknown task set"):
-        evaluate(tmp_path, ["synthetic/nope"], [0], tmp_path / "o", backend="hf", progress=False)
+        evaluate(tmp_path, ["synthetic/nope"], [0], tmp_path / "o", progress=False)
     with pytest.raises(FileNotFoundError, match="neither a Hugging Face model directory"):
-        evaluate(tmp_path, [SET], [0], tmp_path / "o", backend="hf", progress=False)
+        evaluate(tmp_path, [SET], [0], tmp_path / "o", progress=False)
     with pytest.raises(ValueError, match="--temperature"):
         EvalSettings(model="m", temperature=-1)
 

@@ -88,7 +88,7 @@ def tiny_inputs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("badcfg")
     write_corpus(["synthetic"], root / "corpus.txt", episodes=5)
-    build_tiny_model([root / "corpus.txt"], root / "model", hidden=32, layers=2, heads=2)
+    build_tiny_model([root / "corpus.txt"], root / "model", hidden=32, layers=2, heads=1)
     data = build_dataset(root / "data", train_set="synthetic/train", val_set="synthetic/val", limit=4)
     return {"root": root, "model": root / "model", **data}
 

