@@ -17,11 +17,23 @@ Configured by a top-level ``env:`` section of the verl config (verl ignores it):
 Each dataset row names its task in ``extra_info`` (game, task, variation, seed, task_type).
 The loop returns one ``AgentLoopOutput`` per turn (verl's v1 path keys them
 ``{uid}_{session}_{turn}``); the trajectory's reward and outcome ride on every output, and
-``reward_extra_info`` carries success / return / score / turns for verl's metrics.
+``reward_extra_info`` carries success / return / score / turns / ``prompt_truncated`` (the
+fraction of the episode's turns whose prompt verl left-truncated to ``rollout.prompt_length``)
+for verl's metrics.
+
+Failures stay inside their episode: an exception from the game, the episode loop or generation
+ends that episode as failed (``env_failure`` = 1, the reason logged) and the loop still returns
+outputs, since an exception escaping ``run`` is retried by verl's v1 path without end.
+
+Sampling seeds (one per turn, vLLM's per-request seed) come from the dataset row and the session:
+for validation rows (``extra_info.split == "val"``) from the row itself, so identical runs, and
+every validation of one run, play the same episodes; for training rows from the prompt's uid,
+which the EPO trainer numbers by (step, fetch, row).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -39,8 +51,10 @@ from verl.experimental.agent_loop.agent_loop import (
 )
 
 from env_adapters.base import TaskSpec, TextGame, make_game, registered_games
-from env_adapters.episode import EpisodeSettings, play_episode
+from env_adapters.episode import EpisodeResult, EpisodeSettings, play_episode
 from verl_epo.config import register_config_check
+
+logger = logging.getLogger(__name__)
 
 AGENT_NAME = "text_game"
 _EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="text-game")
@@ -125,6 +139,18 @@ def env_settings(config: Any) -> tuple[EpisodeSettings, dict[str, Any]]:
     return settings, options
 
 
+def sampling_key(kwargs: dict[str, Any]) -> str:
+    """The name a trajectory's per-turn sampling seeds derive from (see the module docstring)."""
+    info = kwargs.get("extra_info") or {}
+    if hasattr(info, "items"):
+        info = dict(info.items())
+    session = kwargs.get("session_id")
+    if info.get("split") == "val":
+        row = "/".join(str(info.get(k, "")) for k in ("index", "game", "task", "variation", "seed"))
+        return f"val/{kwargs.get('data_source', '')}/{row}/{session}"
+    return f"{kwargs.get('uid')}/{session}"
+
+
 @register_config_check
 def check_env_config(config: Any) -> None:
     """Validate the ``env:`` section when the trainer starts (not first inside a rollout worker)."""
@@ -141,14 +167,10 @@ class TextGameAgentLoop(AgentLoopBase):
         self.response_length = self.rollout_config.response_length
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> list[AgentLoopOutput]:
-        task = task_from_row(kwargs)
-        game_kwargs = dict(self.options["games"].get(task.game, {}))
-        game = POOL.acquire(task.game, game_kwargs, self.options["isolate"], self.options["step_timeout"],
-                            self.options["reset_timeout"])
         turns: list[dict[str, Any]] = []
         request_id = uuid4().hex
-
-        session = f"{kwargs.get('uid')}/{kwargs.get('session_id')}"
+        session = sampling_key(kwargs)
+        self._truncated = 0
 
         async def policy(messages: list[dict[str, str]], turn: int) -> str:
             prompt_ids = await self._prompt_ids(messages)
@@ -167,18 +189,26 @@ class TextGameAgentLoop(AgentLoopBase):
             return self.tokenizer.decode(response_ids, skip_special_tokens=True)
 
         try:
-            result = await play_episode(game, task, policy, self.settings, _EXECUTOR)
-        finally:
-            POOL.release(game)
+            task = task_from_row(kwargs)
+        except (KeyError, TypeError, ValueError) as err:  # a row env_adapters.dataset did not write
+            task = TaskSpec(game="unknown", task="unknown")
+            result = EpisodeResult(task=task, error=err, failure=f"bad dataset row: {err}")
+        else:
+            result = await self._play(task, policy)
         reward = result.reward(self.settings)
         info = result.summary(self.settings)
+        info["prompt_truncated"] = self._truncated / max(len(turns), 1)
+        if result.failure is not None:
+            logger.warning("episode %s of %s failed: %s", session, task, result.failure)
+        if not turns:  # failed before its first generation: one empty turn carries the outcome
+            turns.append(await self._empty_turn(kwargs, sampling_params))
         outputs = []
         for turn in turns:
             outputs.append(
                 AgentLoopOutput(
                     prompt_ids=turn["prompt_ids"],
                     response_ids=turn["response_ids"],
-                    response_mask=[1] * len(turn["response_ids"]),
+                    response_mask=turn.get("response_mask", [1] * len(turn["response_ids"])),
                     response_logprobs=turn["logprobs"],
                     reward_score=reward,
                     num_turns=2,
@@ -189,5 +219,33 @@ class TextGameAgentLoop(AgentLoopBase):
             )
         return outputs
 
+    async def _play(self, task: TaskSpec, policy: Any) -> EpisodeResult:
+        """One episode on a pooled game; a game that cannot even be made fails the episode."""
+        game_kwargs = dict(self.options["games"].get(task.game, {}))
+        try:
+            game = POOL.acquire(task.game, game_kwargs, self.options["isolate"], self.options["step_timeout"],
+                                self.options["reset_timeout"])
+        except Exception as err:  # e.g. a worker process or JVM that does not start
+            return EpisodeResult(task=task, error=err, failure=f"{type(err).__name__} starting the game: {err}")
+        try:
+            return await play_episode(game, task, policy, self.settings, _EXECUTOR)
+        finally:
+            POOL.release(game)
+
+    async def _empty_turn(self, kwargs: dict[str, Any], sampling_params: dict[str, Any]) -> dict[str, Any]:
+        """A turn with one masked response token (no gradient) on the row's own prompt, so that an
+        episode that failed before generating still reaches verl with its reward and outcome."""
+        messages = list(kwargs.get("raw_prompt") or [{"role": "user", "content": "(episode failed)"}])
+        prompt_ids = await self._prompt_ids([dict(m) for m in messages])
+        eos = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        return {"prompt_ids": prompt_ids, "response_ids": [eos], "response_mask": [0],
+                "logprobs": [0.0] if sampling_params.get("logprobs") else None, "seconds": 0.0, "extra": {}}
+
     async def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         return await self.ct_build_initial_tokens(messages)
+
+    def _cap_text_prompt_length(self, prompt_ids: list[int]) -> list[int]:
+        # verl left-truncates a prompt longer than rollout.prompt_length here; count it
+        if len(prompt_ids) > self.rollout_config.prompt_length:
+            self._truncated += 1
+        return super()._cap_text_prompt_length(prompt_ids)

@@ -71,6 +71,8 @@ class EpisodeResult:
     failure: str | None = None
     task_type: str = ""
     seconds_in_env: float = 0.0
+    error: Exception | None = None
+    """The exception that ended the episode (a game, the policy or the loop raised), if any."""
 
     def reward(self, settings: EpisodeSettings) -> float:
         """The trajectory's reward: success bonus at the end minus the invalid-action penalty."""
@@ -99,10 +101,24 @@ async def play_episode(
 ) -> EpisodeResult:
     """Play one episode of ``task`` on ``game`` with ``policy``.
 
-    Blocking game calls run in ``executor`` so many episodes share one event loop.
+    Blocking game calls run in ``executor`` so many episodes share one event loop. An exception
+    raised by the game, the policy or this loop ends the episode as a failure (``result.failure``
+    names it, ``result.error`` holds it; never a success): one broken episode must not stop a run.
     """
-    loop = asyncio.get_running_loop()
     result = EpisodeResult(task=task)
+    try:
+        await _play(game, task, policy, settings, executor, result)
+    except Exception as err:  # any error fails this episode only, with its reason
+        result.error = err
+        result.won = False
+        result.failure = f"{type(err).__name__} at turn {len(result.turns) + 1}: {err}"
+    return result
+
+
+async def _play(game: TextGame, task: TaskSpec, policy: Policy, settings: EpisodeSettings,
+                executor: Executor | None, result: EpisodeResult) -> None:
+    """The turns of ``play_episode``, recorded in ``result`` as they happen."""
+    loop = asyncio.get_running_loop()
 
     async def call(fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking game call off the event loop (a ScienceWorld action list takes ~40 ms)."""
@@ -145,4 +161,3 @@ async def play_episode(
             result.failure = str(state.info["failure"])
     result.won = bool(state.won)
     result.score = float(state.score)
-    return result

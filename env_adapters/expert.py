@@ -149,10 +149,9 @@ async def _play_all(tasks: list[TaskSpec], settings: EpisodeSettings, game_kwarg
             rng = random.Random(f"{seed}|{spec.game}|{spec.task}|{spec.variation}|{spec.seed}")
             policy = expert_policy(spec.game, game, explore=explore, rng=rng)
             report.episodes += 1
-            try:
-                result = await play_episode(game, spec, policy, settings)
-            except PlanExhausted as exhausted:
-                report.lost.append({**spec.to_row(), "reason": str(exhausted)})
+            result = await play_episode(game, spec, policy, settings)
+            if isinstance(result.error, PlanExhausted):
+                report.lost.append({**spec.to_row(), "reason": str(result.error)})
                 continue
             if not result.won:
                 reason = result.failure or f"not won after {len(result.turns)} turns (max_turns={settings.max_turns})"

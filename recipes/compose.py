@@ -8,8 +8,10 @@ of verl's ``ppo_trainer`` defaults (Hydra, with this folder as the config path),
 2. verl's ``validate_config`` (the check ``main_ppo`` runs before starting Ray);
 3. the ``epo:`` section with ``verl_epo.trainer.load_epo_config`` when ``trainer_mode=epo``.
 
-Options: ``--print`` prints the resolved config as YAML (``run.sh --dry-run``); ``--shell``
-prints ``NAME=value`` lines for ``run.sh`` (task sets, data and output folders). Exit status 2
+Options: ``--print`` prints the resolved config as YAML and the update count of a typical step
+(``run.sh --dry-run``); ``--shell`` also checks the model folders and the data files ``run.sh``
+does not build (``verl_epo/preflight.py``), then prints ``NAME=value`` lines for ``run.sh`` (task
+sets, data and output folders). Exit status 2
 and a one-line reason on stderr when the recipe is rejected.
 """
 
@@ -299,6 +301,18 @@ def update_plan(config: Any, epo: Any) -> list[str]:
     return lines
 
 
+def check_launch_files(config: Any) -> None:
+    """Before a launch: the model folders exist (or are Hugging Face ids), and so do the data files
+    ``run.sh`` will not build (a split whose ``recipe.*_set`` is not named)."""
+    from verl_epo.preflight import check_data_files, check_model_paths
+
+    check_model_paths(config)
+    section = config.get("recipe") or {}
+    unbuilt = tuple(key for key, name in (("train_files", "train_set"), ("val_files", "val_set"))
+                    if not section.get(name))
+    check_data_files(config, unbuilt)
+
+
 def shell_lines(config: Any) -> list[str]:
     """``NAME=value`` lines (shell-quoted) that ``run.sh`` evaluates.
 
@@ -339,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         # verl and Hydra print progress to stdout; keep stdout for the config / NAME=value lines
         with contextlib.redirect_stdout(sys.stderr):
             config = compose_recipe(args.recipe, args.overrides)
+            if args.shell:
+                check_launch_files(config)
             epo = check_recipe(config, args.stand_in_model, warn_missing_model=True)
             resolved = OmegaConf.to_container(config, resolve=True)
     except (RecipeError, ValueError, OmegaConfBaseException) as err:
