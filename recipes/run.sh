@@ -76,13 +76,25 @@ build_set val "$RECIPE_VAL_SET" "$RECIPE_VAL_FILE"
 
 mkdir -p "$RECIPE_OUTPUT_DIR"
 LOG="$RECIPE_OUTPUT_DIR/train.log"
+# verl's file logger (what verl-epo-report reads) always writes into the run folder; it truncates
+# its file at start, so a resumed run logs to a new metrics.<time>.jsonl beside the first one
+METRICS="$RECIPE_OUTPUT_DIR/metrics.jsonl"
+[[ -e "$METRICS" ]] && METRICS="$RECIPE_OUTPUT_DIR/metrics.$(date +%Y%m%d-%H%M%S).jsonl"
+case ",$RECIPE_LOGGER," in
+    *,file,*) LOGGERS="$RECIPE_LOGGER" ;;
+    *) LOGGERS="$RECIPE_LOGGER,file" ;;
+esac
+# set through Ray's runtime env, so the trainer sees it on whichever node it runs
+OVERRIDES+=("trainer.logger=[$LOGGERS]" "++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH='$METRICS'")
+export VERL_FILE_LOGGER_PATH="$METRICS"
 export TENSORBOARD_DIR="${TENSORBOARD_DIR:-$RECIPE_OUTPUT_DIR/tensorboard}"
 export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-true}"
 export HYDRA_FULL_ERROR=1
 cat <<EOF
 [run.sh] recipe       $RECIPES/$RECIPE.yaml
-[run.sh] experiment   $RECIPE_EXPERIMENT ($RECIPE_N_GPUS GPUs, logger: $RECIPE_LOGGER)
+[run.sh] experiment   $RECIPE_EXPERIMENT ($RECIPE_N_GPUS GPUs, logger: $LOGGERS)
 [run.sh] log          $LOG
+[run.sh] metrics      $METRICS (verl's file logger; verl-epo-report $RECIPE_OUTPUT_DIR)
 [run.sh] checkpoints  $RECIPE_CHECKPOINT_DIR
 [run.sh] validation   $RECIPE_OUTPUT_DIR/validation (generations of each validation)
 [run.sh] tensorboard  $TENSORBOARD_DIR (when trainer.logger includes tensorboard)
