@@ -1,6 +1,7 @@
 """CPU mini-study: GRPO, + entropy bonus, + EPO (paper), + EPO (hold) on the synthetic game, 5 seeds.
 
-One command (2 CPU cores; about 2 hours with the defaults, ``--plan`` prints the estimate)::
+One command (2 CPU cores; about 3.5 hours with the defaults, 2 with ``--seeds 1 2 3``; ``--plan``
+prints the estimate)::
 
     .venv/bin/python recipes/mini_study.py --out outputs/mini_study
 
@@ -63,16 +64,17 @@ DEFAULT_STEPS = 14
 DEFAULT_TEST_FREQ = 4
 DEFAULT_LAST_N = 3
 
-# Budget model (seconds on the 2-core machine with other jobs beside it; docs/evaluation.md): the first
-# study's runs took 300-550 s for 20 steps with 6 validations, a 1,000-step warm start 80-140 s.
-RUN_STARTUP_S = 100.0
-"""Ray and worker start-up, model load, shutdown: per training run."""
-STEP_S = 12.0
+# Budget model (seconds on the 2-core machine, measured with the vLLM CPU rollout: a 2-step smoke run of
+# this script took 291 s with 3 validations and nothing else running, 483 s beside a test run; its steps
+# took 16-21 s (rollout 6 s, 4 actor updates 9.5 s), a validation 10.5-12 s; a warm-start step 0.13 s).
+RUN_STARTUP_S = 230.0
+"""Ray and worker start-up (the vLLM CPU engine dominates), model load, shutdown: per training run."""
+STEP_S = 18.0
 """One GRPO step: rollout of 4 tasks x 4 episodes, old log-probs, 4 updates, weight sync."""
-VALIDATION_S = 10.0
+VALIDATION_S = 11.0
 """One validation pass over the 16 synthetic/val tasks."""
-WARM_START_STEP_S = 0.12
-"""One supervised warm-start step (batch 8, one thread); a rule check adds ~10 s."""
+WARM_START_STEP_S = 0.13
+"""One supervised warm-start step (batch 8, one thread)."""
 RULE_CHECK_S = 10.0
 
 

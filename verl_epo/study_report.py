@@ -214,6 +214,8 @@ def plot_entropy_per_seed(runs: list[Run], out: Path) -> Path:
             low = [run.metrics.get(BAND_LOW, {}).get(int(s), 0.0) for s in band_steps]
             if len(band_steps):
                 ax.fill_between(band_steps, low, high, color=colors[run.seed], alpha=0.12, linewidth=0)
+                # the top as a dashed line with markers: visible even when the band has a single point
+                ax.plot(band_steps, high, color=colors[run.seed], linestyle="--", linewidth=0.8, marker="_")
         ax.set_yscale("symlog", linthresh=1.0)  # a runaway (several nats) and a band of tenths both stay readable
         ax.set(xlabel="step", title=method)
         ax.legend(loc="best", fontsize="x-small")

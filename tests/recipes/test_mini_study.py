@@ -29,14 +29,14 @@ def test_plan_lists_every_run_and_builds_nothing(tmp_path, capsys):
 
 
 def test_budget_model_hand_values():
-    # 14 steps, validation at 0, 4, 8, 12 and the last step 14 -> 5 passes; 100 + 14·12 + 5·10 = 318 s a run
+    # 14 steps, validation at 0, 4, 8, 12 and the last step 14 -> 5 passes; 230 + 14·18 + 5·11 = 537 s a run
     assert mini_study.validations(14, 4) == 5 and mini_study.validations(12, 4) == 4
     plan = WarmStartPlan(first_steps=1000, round_steps=250, max_steps=2000, threshold=0.9)
     budget = mini_study.estimate_seconds(runs=20, seeds=5, steps=14, test_freq=4, plan=plan)
-    assert budget["per_run"] == pytest.approx(318.0)
-    # warm starts: best 5 x (1000·0.12 + 10) = 650 s; worst 5 x (2000·0.12 + 5 checks·10) = 1450 s
-    assert (budget["warm_min"], budget["warm_max"]) == pytest.approx((650.0, 1450.0))
-    assert budget["total_max"] == pytest.approx(20 * 318 + 1450)
+    assert budget["per_run"] == pytest.approx(537.0)
+    # warm starts: best 5 x (1000·0.13 + 10) = 700 s; worst 5 x (2000·0.13 + 5 checks·10) = 1550 s
+    assert (budget["warm_min"], budget["warm_max"]) == pytest.approx((700.0, 1550.0))
+    assert budget["total_max"] == pytest.approx(20 * 537 + 1550)
 
 
 def test_warm_start_folder_depends_on_the_plan(tmp_path):
