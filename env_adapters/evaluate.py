@@ -218,14 +218,15 @@ class VLLMBackend:
 
     def __init__(self, model_dir: Path, settings: EvalSettings, concurrency: int = 64) -> None:
         import torch
-        from vllm import LLM
 
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # as verl sets it for its rollout
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
             from verl_epo.embedded.vllm_cpu import ENV_DEFAULTS
 
             for key, value in ENV_DEFAULTS.items():
                 os.environ.setdefault(key, value)
+        from vllm import LLM
         self.concurrency = concurrency  # episodes in flight: each holds a game (a JVM for ScienceWorld)
         self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True,
                        **({"dtype": "float32", "enforce_eager": True} if on_cpu else {}))

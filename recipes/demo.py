@@ -103,7 +103,7 @@ def train(game: DemoGame, model: Path, data: dict[str, Path], out: Path, steps: 
         f"data.train_files={data['train'].resolve()}", f"data.val_files={data['val'].resolve()}",
         f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={(out / 'checkpoints').resolve()}",
         f"trainer.test_freq={max(1, steps // 3)}", f"trainer.save_freq={steps}",
-        f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}", *overrides,
+        f"recipe.seed={seed}", f"recipe.root={out.resolve()}", *overrides,
     ]
     log("training: " + " ".join(cmd[2:]))
     start = time.perf_counter()
@@ -144,12 +144,11 @@ def print_new_steps(path: Path, seen: int) -> int:
 
 
 def recipe_env(game: DemoGame) -> dict:
-    """The ``env:`` section of the game's recipe file (its own keys, over base/cpu.yaml's)."""
+    """The ``env:`` section of the game's recipe, composed as verl's launcher composes it."""
+    from compose import compose_recipe
     from omegaconf import OmegaConf
 
-    base = OmegaConf.load(RECIPES / "base" / "cpu.yaml").get("env", {})
-    own = OmegaConf.load(RECIPES / f"{game.recipe}.yaml").get("env", {})
-    return OmegaConf.to_container(OmegaConf.merge(base, own), resolve=True)
+    return OmegaConf.to_container(compose_recipe(game.recipe).env, resolve=True)
 
 
 def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> dict[str, dict[str, float]]:

@@ -92,3 +92,18 @@ def test_ppo_with_critic_and_epo_one_step(tiny_setup, train):
     data = rows[0]["data"]
     assert math.isfinite(data["critic/vf_loss"]) and math.isfinite(data["actor/pg_loss"])
     assert "epo/trajectory_entropy" in data
+
+
+@pytest.mark.slow  # two FSDP ranks and two vLLM tensor-parallel workers on 2 cores
+def test_tensor_parallel_two_over_two_fsdp_ranks(tiny_setup, train):
+    out = tiny_setup["root"] / "tp2"
+    rows = train(tiny_setup, out, overrides=[
+        "trainer.n_gpus_per_node=2", "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+        "trainer.total_training_steps=2", "trainer.save_freq=-1",
+    ])
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert math.isfinite(row["data"]["actor/pg_loss"])
+        assert row["data"]["training/rollout_log_probs_diff_max"] < 1e-3  # synced across both shards

@@ -54,9 +54,10 @@ DEFAULT_CHECKS = """
 import verl
 import verl_epo.embedded as embedded
 from verl.workers.config.model import HFModelConfig
-import importlib.metadata
+import sys
+from verl_epo.embedded.vllm_cpu import _PatchOnImport
 assert not embedded.is_active()
-assert not getattr(importlib.metadata.version, "_verl_epo_cpu", False)
+assert not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path)
 assert not getattr(HFModelConfig.__post_init__, "_verl_epo_cpu", False)
 print("DEFAULT-OK")
 """

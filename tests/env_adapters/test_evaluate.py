@@ -19,6 +19,7 @@ from env_adapters.evaluate import (
     read_episodes,
     summarize,
 )
+from verl_epo.embedded.shm_cleanup import remove_orphaned_segments
 from verl_epo.embedded.tiny_model import build_tiny_model
 
 SET = "synthetic/val"
@@ -85,7 +86,10 @@ def test_killed_and_restarted_evaluation_has_no_duplicates(model_dir, reference,
            "--history-turns", "2", "--max-response-tokens", "6", "--no-progress",
            "--concurrency", "1",  # one episode at a time, so the kill lands between episodes
            "--out", str(tmp_path)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = time.time()
+    # its own process group: the SIGKILL below (a crash) must take vLLM's engine process with it
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     log = tmp_path / EPISODES_FILE
     deadline = time.monotonic() + 180  # vLLM's start-up included
     try:
@@ -94,8 +98,11 @@ def test_killed_and_restarted_evaluation_has_no_duplicates(model_dir, reference,
                 break
             time.sleep(0.05)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        # nothing of a SIGKILLed process runs at exit: its engine's /dev/shm segments are left to us
+        time.sleep(1)
+        remove_orphaned_segments(started)
     done_before = len(read_episodes(log))
     assert 2 <= done_before < LIMIT * len(SEEDS), "the kill should land mid-evaluation"
     summary = _run(model_dir, tmp_path)

