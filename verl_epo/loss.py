@@ -6,7 +6,9 @@ verl calls the loss once per micro-batch and sums the gradients over micro-batch
 parallelism it averages them over ranks. The trainer therefore computes each token's Eq. 2 weight
 once, on the whole rollout batch (``epo_weight``, see ``verl_epo.step_terms``), and this function
 only sums ``weight · value`` over its micro-batch, times ``dp_size`` to undo the rank average. The
-pieces then add up to the whole-batch value however verl splits the batch.
+pieces then add up to the whole-batch value however verl splits the batch. β_k and the reference
+H̄_ref travel as the values they are (the batch's non-tensor data); a per-turn reference is looked
+up with each token's turn index, its row's ``epo_turn_offset`` plus its run of ``response_mask``.
 
 The trainer installs it with ``actor_rollout_wg.set_loss_fn(partial(epo_loss, config=..., epo=...))``.
 
@@ -39,13 +41,16 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-from verl_epo.algorithm import entropy_term_values, smoothing_penalty
+from verl_epo.algorithm import entropy_term_values, reference_per_token, smoothing_penalty
 from verl_epo.config import EPOConfig
+from verl_epo.row_keys import token_turn_index
 
 WEIGHT_KEY = "epo_weight"
 """Per-token Eq. 2 weight, [R, L] nested like ``advantages`` (0 off-response)."""
+TURN_OFFSET_KEY = "epo_turn_offset"
+"""Per-row turn index of the row's first turn in its trajectory, long [R]."""
 REFERENCE_KEY = "epo_reference"
-"""Per-token entropy reference H̄_ref, [R, L] nested; NaN where no reference exists yet."""
+"""H̄_ref of the step (non-tensor data): None before any step, a float, or a list, one per turn index."""
 BETA_KEY = "epo_beta"
 """β_k of the step being trained (a float in the batch's non-tensor data)."""
 
@@ -113,11 +118,13 @@ def epo_loss(
             "(trainer.v1.trainer_mode=epo), which computes the per-token weights"
         )
     entropy = no_padding_2_padding(entropy, data)
-    padded = data.select(WEIGHT_KEY, REFERENCE_KEY).to_padded_tensor()
+    padded = data.select(WEIGHT_KEY, "response_mask").to_padded_tensor()
     # at least fp32: Eq. 2 weights like 1/(B·T·|τ|) lose digits in bf16
     dtype = torch.promote_types(entropy.dtype, torch.float32)
     weight = padded[WEIGHT_KEY].to(dtype)
-    reference = padded[REFERENCE_KEY].to(dtype)
+    turn_index = token_turn_index(padded["response_mask"], data[TURN_OFFSET_KEY])
+    reference_value = tu.get_non_tensor_data(data=data, key=REFERENCE_KEY, default=None)
+    reference = reference_per_token(reference_value, turn_index).to(device=entropy.device, dtype=dtype)
     beta = float(tu.get_non_tensor_data(data=data, key=BETA_KEY, default=1.0))
     dp_size = int(data["dp_size"])
 

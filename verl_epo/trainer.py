@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 import transfer_queue as tq
 from omegaconf import OmegaConf, open_dict
 from tensordict import NonTensorData, NonTensorStack, TensorDict
@@ -37,7 +38,8 @@ from verl.workers.utils.padding import response_to_nested
 
 from verl_epo.algorithm import EntropyHistory, PerTurnEntropyHistory
 from verl_epo.config import EPOConfig, run_config_checks, validate_with_verl
-from verl_epo.loss import BETA_KEY, REFERENCE_KEY, WEIGHT_KEY, epo_loss
+from verl_epo.loss import BETA_KEY, REFERENCE_KEY, TURN_OFFSET_KEY, WEIGHT_KEY, epo_loss
+from verl_epo.row_keys import BatchTurns, parse_row_key
 from verl_epo.step_terms import StepTerms, compute_step_terms, trajectory_balance_scale
 
 logger = logging.getLogger(__name__)
@@ -56,11 +58,9 @@ def load_epo_config(config: Any) -> EPOConfig:
     return epo
 
 
-def _row_sort_key(key: str) -> tuple[str, int, int]:
-    parts = str(key).rsplit("_", 2)
-    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-        return parts[0], int(parts[1]), int(parts[2])
-    return str(key), 0, 0
+def _active_rows(batch: KVBatchMeta) -> list[bool]:
+    """False for verl's synthetic padding rows (tag ``is_padding``)."""
+    return [not tag.get("is_padding", False) for tag in batch.tags]
 
 
 class EPOState:
@@ -159,9 +159,9 @@ class EPOTrainer(PPOTrainerSync):
     def _balance_batch(self, batch: KVBatchMeta, metrics: dict, *args: Any, **kwargs: Any) -> KVBatchMeta:
         # episodes finish in any order; sort rows by (prompt, session, turn) first so that the
         # balanced layout, and so the mini-batches, do not depend on timing
-        batch.reorder(sorted(range(len(batch)), key=lambda i: _row_sort_key(batch.keys[i])))
-        rows = sum(not tag.get("is_padding", False) for tag in batch.tags)
-        self._step_updates = self.epo.updates_for(rows)
+        rows = [parse_row_key(key) for key in batch.keys]
+        batch.reorder(sorted(range(len(batch)), key=rows.__getitem__))
+        self._step_updates = self.epo.updates_for(sum(_active_rows(batch)))
         if self._step_updates is not None:
             metrics["epo/updates_per_step"] = self._step_updates
         return super()._balance_batch(batch, metrics, *args, **kwargs)
@@ -228,13 +228,12 @@ class EPOTrainer(PPOTrainerSync):
         nested_mask = data["response_mask"]
         padded = data.to_padded_tensor()
         response_mask = padded["response_mask"].clone()
-        for row, tag in enumerate(batch.tags):
-            if tag.get("is_padding", False):
-                response_mask[row] = 0
+        active = _active_rows(batch)
+        response_mask[~torch.tensor(active, dtype=torch.bool)] = 0
+        turns = BatchTurns.from_keys(batch.keys, response_mask)
         terms = compute_step_terms(
             entropy=padded["entropy"],
-            response_mask=response_mask,
-            keys=batch.keys,
+            turns=turns,
             history=self.epo_state.history,
             turn_history=self.epo_state.turn_history,
             epo=self.epo,
@@ -245,16 +244,15 @@ class EPOTrainer(PPOTrainerSync):
         fields = TensorDict(
             {
                 WEIGHT_KEY: response_to_nested(terms.weight, nested_mask),
-                REFERENCE_KEY: response_to_nested(terms.reference, nested_mask),
+                TURN_OFFSET_KEY: turns.turn_offsets(),
             },
             batch_size=len(batch),
         )
         tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
         batch.extra_info[BETA_KEY] = terms.beta
-        batch.extra_info["epo_step"] = self.global_steps - 1
-        batch.extra_info["epo_total_steps"] = self.epo.total_steps or self.total_training_steps
+        batch.extra_info[REFERENCE_KEY] = terms.reference_value
         metrics.update(terms.metrics)
-        metrics.update(self._env_metrics(batch))
+        metrics.update(self._env_metrics(batch, turns, active))
         self._pending = terms
         return batch
 
@@ -264,8 +262,7 @@ class EPOTrainer(PPOTrainerSync):
             return batch
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                select_fields=["advantages", "response_mask"])
-        active = [not tag.get("is_padding", False) for tag in batch.tags]
-        scale = trajectory_balance_scale(batch.keys, active)
+        scale = trajectory_balance_scale(self._step_turns(batch).traj_ids, _active_rows(batch))
         advantages = data.to_padded_tensor()["advantages"] * scale[:, None]
         fields = TensorDict({"advantages": response_to_nested(advantages, data["response_mask"])},
                             batch_size=len(batch))
@@ -282,7 +279,15 @@ class EPOTrainer(PPOTrainerSync):
             self._pending = None
         return batch
 
-    def _env_metrics(self, batch: KVBatchMeta) -> dict[str, float]:
+    def _step_turns(self, batch: KVBatchMeta) -> BatchTurns:
+        """The turn structure computed for this step's batch in ``_compute_old_log_prob``."""
+        turns = None if self._pending is None else self._pending.turns
+        if turns is None or tuple(parse_row_key(key) for key in batch.keys) != turns.rows:
+            raise RuntimeError("the batch changed after the EPO trainer read its turn structure "
+                               "(_compute_old_log_prob); rows must keep their order until the update")
+        return turns
+
+    def _env_metrics(self, batch: KVBatchMeta, turns: BatchTurns, active: list[bool]) -> dict[str, float]:
         """Mean of every numeric ``reward_extra_info`` entry over trajectories, as ``env/<key>``.
 
         Any agent loop or reward manager that reports ``reward_extra_info`` (verl's own channel
@@ -295,19 +300,11 @@ class EPOTrainer(PPOTrainerSync):
             )
         except Exception:  # the field is optional: loops without extra fields log nothing
             return {}
-        last: dict[str, tuple[int, dict]] = {}
         extra = data["extra_fields"]
-        for row, (key, tag) in enumerate(zip(batch.keys, batch.tags, strict=True)):
-            if tag.get("is_padding", False):
-                continue
-            parts = str(key).rsplit("_", 2)
-            traj, index = (f"{parts[0]}_{parts[1]}", int(parts[2])) if len(parts) == 3 else (key, 0)
-            fields = extra[row] if not hasattr(extra[row], "data") else extra[row].data
-            info = fields.get("reward_extra_info", {}) if isinstance(fields, dict) else {}
-            if traj not in last or last[traj][0] < index:
-                last[traj] = (index, info or {})
         sums: dict[str, list[float]] = {}
-        for _, info in last.values():
+        for row in turns.last_rows(active).values():
+            fields = extra[row] if not hasattr(extra[row], "data") else extra[row].data
+            info = (fields.get("reward_extra_info") if isinstance(fields, dict) else None) or {}
             for name, value in info.items():
                 if isinstance(value, bool | int | float | np.number) and np.isfinite(value):
                     sums.setdefault(name, []).append(float(value))

@@ -15,8 +15,8 @@ from verl.workers.utils.losses import ppo_loss
 
 from verl_epo.algorithm import entropy_term_values, smoothing_penalty, trajectory_mean
 from verl_epo.config import EPOConfig
-from verl_epo.loss import BETA_KEY, REFERENCE_KEY, WEIGHT_KEY, epo_loss
-from verl_epo.step_terms import trajectory_and_turn_ids
+from verl_epo.loss import BETA_KEY, REFERENCE_KEY, TURN_OFFSET_KEY, WEIGHT_KEY, epo_loss
+from verl_epo.row_keys import BatchTurns
 
 VOCAB = 11
 # (key, prompt length, response length): trajectories a (3 turns), b (1 turn), c (2 turns)
@@ -29,15 +29,20 @@ def nested(rows):
     return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
 
 
-def make_batch(seed=0):
+def trajectory_and_turn_ids(keys, mask):
+    turns = BatchTurns.from_keys(keys, mask)
+    return turns.traj_ids, turns.turn_ids
+
+
+def make_batch(seed=0, reference=REFERENCE):
+    """The batch as the trainer leaves it: per-token weights, per-row turn offsets ([R, 1], as
+    TransferQueue returns a 1-D field), β_k and H̄_ref as the step's values."""
     g = torch.Generator().manual_seed(seed)
     keys = [k for k, _, _ in ROWS]
     masks = [torch.ones(r, dtype=torch.int64) for _, _, r in ROWS]
     padded_mask = torch.nn.utils.rnn.pad_sequence(masks, batch_first=True)
-    traj, turns = trajectory_and_turn_ids(keys, padded_mask)
-    from verl_epo.algorithm import trajectory_token_weights
-
-    weight = trajectory_token_weights(padded_mask, traj, turns)
+    structure = BatchTurns.from_keys(keys, padded_mask)
+    weight = structure.structure.token_weights()
     td = TensorDict(
         {
             "prompts": nested([torch.randint(0, VOCAB, (p,), generator=g) for _, p, _ in ROWS]),
@@ -46,13 +51,14 @@ def make_batch(seed=0):
             "old_log_probs": nested([-torch.rand(r, generator=g) * 3 for _, _, r in ROWS]),
             "advantages": nested([torch.randn(1, generator=g).expand(r).clone() for _, _, r in ROWS]),
             WEIGHT_KEY: nested([weight[i, :r] for i, (_, _, r) in enumerate(ROWS)]),
-            REFERENCE_KEY: nested([torch.full((r,), REFERENCE) for _, _, r in ROWS]),
+            TURN_OFFSET_KEY: structure.turn_offsets()[:, None],
         },
         batch_size=len(ROWS),
     )
     total_tokens = sum(r for _, _, r in ROWS)
     tu.assign_non_tensor(td, dp_size=1, batch_num_tokens=total_tokens, global_batch_size=len(ROWS))
-    tu.assign_non_tensor(td, **{BETA_KEY: 1.7})
+    tu.assign_non_tensor_data(td, BETA_KEY, 1.7)
+    tu.assign_non_tensor_data(td, REFERENCE_KEY, reference)  # as verl's workers put batch.extra_info
     return td, keys, padded_mask
 
 
@@ -88,9 +94,9 @@ EPO = EPOConfig(entropy_coef=0.5, alpha=0.3, kappa_low=0.8, kappa_high=1.1)
 EPO_HOLD = EPOConfig(entropy_coef=0.5, alpha=0.3, kappa_low=0.8, kappa_high=1.1, band_mode="hold")
 
 
-def split_losses(actor_config, chunks, dp_size=1, seed=0, epo=EPO):
+def split_losses(actor_config, chunks, dp_size=1, seed=0, epo=EPO, reference=REFERENCE):
     """Sum of epo_loss over verl's micro-batches (and simulated data-parallel ranks)."""
-    data, _, _ = make_batch()
+    data, _, _ = make_batch(reference=reference)
     policy = SoftmaxPolicy(seed)
     tu.assign_non_tensor(data, dp_size=dp_size)
     rows = torch.arange(len(ROWS))
@@ -108,9 +114,9 @@ def split_losses(actor_config, chunks, dp_size=1, seed=0, epo=EPO):
     return total.detach(), grads
 
 
-def whole_batch_value(actor_config, epo=EPO):
+def whole_batch_value(actor_config, epo=EPO, reference=REFERENCE):
     """ppo_loss on the whole batch minus λ(L_H − β L_smooth) from the algorithm functions."""
-    data, keys, mask = make_batch()
+    data, keys, mask = make_batch(reference=reference)
     policy = SoftmaxPolicy(0)
     out = policy(list(range(len(ROWS))), data)
     pg, _ = ppo_loss(actor_config, out, data)
@@ -119,8 +125,10 @@ def whole_batch_value(actor_config, epo=EPO):
         batch_first=True,
     )
     traj, turns = trajectory_and_turn_ids(keys, mask)
-    l_h = trajectory_mean(entropy_term_values(ent, REFERENCE, epo.kappa_high, epo.band_mode), mask, traj, turns)
-    penalty = smoothing_penalty(ent, REFERENCE, epo.kappa_low, epo.kappa_high)
+    if isinstance(reference, list):  # one per turn index: the token's turn index picks it
+        reference = torch.tensor(reference)[BatchTurns.from_keys(keys, mask).turn_index.clamp(min=0)]
+    l_h = trajectory_mean(entropy_term_values(ent, reference, epo.kappa_high, epo.band_mode), mask, traj, turns)
+    penalty = smoothing_penalty(ent, reference, epo.kappa_low, epo.kappa_high)
     l_s = epo.alpha * trajectory_mean(penalty, mask, traj, turns)
     return (pg - epo.entropy_coef * (l_h - 1.7 * l_s)).detach(), l_s.detach()
 
@@ -152,6 +160,34 @@ def test_hold_mode_is_the_algorithms_value_under_any_split(actor_config, chunks,
     assert value == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     _, paper_grads = split_losses(actor_config, chunks, dp, epo=EPO)
     assert not torch.allclose(grads, paper_grads)
+
+
+@pytest.mark.parametrize("chunks,dp", [(1, 1), (4, 1), (8, 1), (2, 2)])
+def test_per_turn_reference_is_looked_up_by_turn_index_under_any_split(actor_config, chunks, dp):
+    """One H̄_ref per turn index travels as a list; each micro-batch finds its tokens' turn index from
+    its rows' turn offsets, even when a trajectory's turns land in different micro-batches."""
+    per_turn = [1.0, 1.5, 0.8]  # trajectory a has 3 turns
+    expected, l_s = whole_batch_value(actor_config, reference=per_turn)
+    single, _ = whole_batch_value(actor_config)
+    assert l_s > 0 and abs(expected.item() - single.item()) > 1e-4
+    value, _ = split_losses(actor_config, chunks, dp, reference=per_turn)
+    assert value == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+
+
+def test_no_reference_yet_means_no_smoothing(actor_config):
+    """Step 0: H̄_ref is None; the loss is verl's minus λ·L_H alone."""
+    data, keys, mask = make_batch(reference=None)
+    out = SoftmaxPolicy(0)(list(range(len(ROWS))), data)
+    loss, metrics = epo_loss(actor_config, out, data, epo=EPO)
+    pg, _ = ppo_loss(actor_config, out, data)
+    ent = torch.nn.utils.rnn.pad_sequence(
+        [e[p - 1 : p - 1 + r] for e, (_, p, r) in zip(out["entropy"].unbind(), ROWS, strict=True)],
+        batch_first=True,
+    )
+    traj, turns = trajectory_and_turn_ids(keys, mask)
+    assert loss.item() == pytest.approx((pg - EPO.entropy_coef * trajectory_mean(ent, mask, traj, turns)).item(),
+                                        rel=1e-6)
+    assert [float(v) for v in metrics["epo_loss/smooth"].values] == [0.0]
 
 
 def test_disabled_epo_is_verls_loss(actor_config):

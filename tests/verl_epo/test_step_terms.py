@@ -13,7 +13,8 @@ import torch
 
 from verl_epo.algorithm import EntropyHistory, PerTurnEntropyHistory
 from verl_epo.config import EPOConfig
-from verl_epo.step_terms import compute_step_terms, trajectory_and_turn_ids
+from verl_epo.row_keys import BatchTurns, RowKeyError, parse_row_key
+from verl_epo.step_terms import compute_step_terms
 
 # trajectory (uid_session) -> response lengths of its turns; u2_0 and u2_1 share a uid (a GRPO group)
 TURNS = {"u1_0": [2, 5, 3], "u2_0": [4, 1], "u2_1": [6]}
@@ -68,11 +69,15 @@ def per_conversation_layout(ent, with_turn_index=False):
     return (*out, torch.stack(indices)) if with_turn_index else out
 
 
+def trajectory_and_turn_ids(keys, mask):
+    turns = BatchTurns.from_keys(keys, mask)
+    return turns.traj_ids, turns.turn_ids
+
+
 def step(keys, entropy, mask, history=None, epo=None, k=0, total_steps=10, num_mini_batches=1, turn_history=None):
     return compute_step_terms(
         entropy=entropy,
-        response_mask=mask,
-        keys=keys,
+        turns=BatchTurns.from_keys(keys, mask),
         history=history if history is not None else EntropyHistory(),
         epo=epo or EPOConfig(),
         step=k,
@@ -115,15 +120,40 @@ def history_with(*values, mode="cumulative"):
 
 
 def test_ids_from_per_turn_rows():
-    keys = ["u1_0_0", "u1_0_1", "u1_0_2", "u2_1_0", "my_uid_7_3", "no-index-key"]
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 1, 1], [1, 0, 0], [1, 0, 0]])
+    keys = ["u1_0_0", "u1_0_1", "u1_0_2", "u2_1_0", "my_uid_7_3"]
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 1, 1], [1, 0, 0]])
     traj, turns = trajectory_and_turn_ids(keys, mask)
-    # session kept in the trajectory id; a uid with underscores survives; an odd key is its own trajectory
-    assert traj == ["u1_0", "u1_0", "u1_0", "u2_1", "my_uid_7", "no-index-key"]
+    # session kept in the trajectory id; a uid with underscores survives
+    assert traj == ["u1_0", "u1_0", "u1_0", "u2_1", "my_uid_7"]
     assert bool((turns[mask == 0] == -1).all())
     labels = [int(turns[r][mask[r] == 1].unique().item()) for r in range(len(keys))]
     # one label per row, ordered by the output index within trajectory u1_0
     assert labels[0] < labels[1] < labels[2]
+
+
+@pytest.mark.parametrize("key", ["no-index-key", "u1_0", "u1_x_0", "u1_0_x", "_0_1", "u1_0_-1"])
+def test_a_malformed_row_key_is_a_clear_error(key):
+    with pytest.raises(RowKeyError, match="uid}_{session}_{index}") as info:
+        BatchTurns.from_keys(["u1_0_0", key], torch.ones(2, 2))
+    assert repr(key) in str(info.value)
+
+
+def test_row_keys_order_by_uid_session_then_index():
+    keys = ["b_0_0", "a_1_0", "a_0_10", "a_0_2"]
+    assert sorted(keys, key=parse_row_key) == ["a_0_2", "a_0_10", "a_1_0", "b_0_0"]
+
+
+def test_turn_offsets_rebuild_the_turn_index_from_a_row_alone():
+    """What the loss does with each micro-batch's rows: offset + run of response_mask."""
+    from verl_epo.row_keys import token_turn_index
+
+    for layout in (per_turn_layout, per_conversation_layout):
+        keys, _, mask, turn_index = layout(turn_entropies(), with_turn_index=True)
+        turns = BatchTurns.from_keys(keys, mask)
+        assert torch.equal(turns.turn_index, turn_index)
+        offsets = turns.turn_offsets()
+        for row in range(len(keys)):
+            assert torch.equal(token_turn_index(mask[row : row + 1], offsets[row : row + 1]), turn_index[row : row + 1])
 
 
 def test_ids_from_per_conversation_row_with_several_runs():
@@ -348,6 +378,6 @@ def test_trajectory_balance_scale_gives_every_trajectory_the_same_total():
 
     # trajectory a: 3 rows, b: 1 row, padding row ignored; mean rows = (3 + 1) / 2 = 2
     keys = ["a_0_0", "a_0_1", "a_0_2", "b_1_0", "pad_0_0"]
-    scale = trajectory_balance_scale(keys, [True, True, True, True, False])
+    scale = trajectory_balance_scale([parse_row_key(k).trajectory for k in keys], [True, True, True, True, False])
     assert scale.tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0, 1.0])
     assert float(scale[:3].sum()) == pytest.approx(float(scale[3]))

@@ -23,7 +23,7 @@ def fake_step(rng):
     turns = rng.randint(1, 6)
     return StepTerms(
         weight=None,
-        reference=None,
+        reference_value=None,
         beta=1.0,
         batch_entropy=rng.uniform(0.2, 3.0),
         turn_entropy={t: rng.uniform(0.2, 3.0) for t in range(turns)},

@@ -8,6 +8,7 @@
 """
 
 from verl_epo.algorithm.aggregation import (
+    TurnStructure,
     trajectory_mean,
     trajectory_token_weights,
     turn_ids_from_mask,
@@ -15,7 +16,7 @@ from verl_epo.algorithm.aggregation import (
     turn_index_means,
 )
 from verl_epo.algorithm.band import BAND_MODES, entropy_term_values, held_entropy, net_entropy_coefficients
-from verl_epo.algorithm.history import HISTORY_MODES, EntropyHistory, PerTurnEntropyHistory
+from verl_epo.algorithm.history import HISTORY_MODES, EntropyHistory, PerTurnEntropyHistory, reference_per_token
 from verl_epo.algorithm.regularizers import band_fractions, phase_weight, smoothing_penalty
 
 __all__ = [
@@ -23,11 +24,13 @@ __all__ = [
     "HISTORY_MODES",
     "EntropyHistory",
     "PerTurnEntropyHistory",
+    "TurnStructure",
     "band_fractions",
     "entropy_term_values",
     "held_entropy",
     "net_entropy_coefficients",
     "phase_weight",
+    "reference_per_token",
     "smoothing_penalty",
     "trajectory_mean",
     "trajectory_token_weights",

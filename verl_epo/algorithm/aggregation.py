@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "TurnStructure",
     "turn_ids_from_mask",
     "trajectory_token_weights",
     "trajectory_mean",
@@ -108,63 +109,130 @@ def _dense_trajectory_index(traj_ids: Any, num_rows: int, device: torch.device) 
 
 
 @dataclass(frozen=True)
-class _TurnStructure:
-    """Where every response token sits: its turn, the turn's trajectory and sizes.
+class TurnStructure:
+    """Where every response token of a batch sits: its turn, the turn's trajectory and the sizes.
 
-    Turns are numbered 0..num_turns-1 in an order that, inside one trajectory, follows batch row
-    order then position (or the explicit turn label when ``turn_ids`` is given).
+    Built once per batch (``TurnStructure.build``) and then asked for Eq. 2's weights, means and
+    turn indices, so a training step does not rebuild it for each quantity. Turns are numbered
+    0..num_turns-1 in an order that, inside one trajectory, follows batch row order then position
+    (or the explicit turn label when ``turn_ids`` is given).
     """
 
-    response: torch.Tensor  # bool [R, L]
-    token_turn: torch.Tensor  # long [N]: turn of each response token, row-major order
-    turn_traj: torch.Tensor  # long [num_turns]: trajectory of each turn
-    turn_size: torch.Tensor  # long [num_turns]: response tokens in each turn
-    turns_per_traj: torch.Tensor  # long [num_traj]: non-empty turns per trajectory
+    response: torch.Tensor
+    """bool [R, L]: response tokens."""
+    token_turn: torch.Tensor
+    """long [N]: turn of each response token, row-major order."""
+    turn_traj: torch.Tensor
+    """long [num_turns]: trajectory of each turn."""
+    turn_size: torch.Tensor
+    """long [num_turns]: response tokens in each turn."""
+    turns_per_traj: torch.Tensor
+    """long [num_traj]: non-empty turns per trajectory."""
 
+    @classmethod
+    def build(
+        cls, response_mask: torch.Tensor, traj_ids: Any, turn_ids: torch.Tensor | None = None
+    ) -> TurnStructure:
+        """The structure of a batch (arguments as in ``trajectory_token_weights``)."""
+        response = _check_mask(response_mask)
+        num_rows, num_tokens = response.shape
+        device = response.device
+        traj = _dense_trajectory_index(traj_ids, num_rows, device)
+        num_traj = int(traj.max()) + 1 if num_rows else 0
+        token_traj = traj[:, None].expand(num_rows, num_tokens)[response]
 
-def _turn_structure(
-    response_mask: torch.Tensor, traj_ids: Any, turn_ids: torch.Tensor | None
-) -> _TurnStructure:
-    response = _check_mask(response_mask)
-    num_rows, num_tokens = response.shape
-    device = response.device
-    traj = _dense_trajectory_index(traj_ids, num_rows, device)
-    num_traj = int(traj.max()) + 1 if num_rows else 0
-    token_traj = traj[:, None].expand(num_rows, num_tokens)[response]
+        if turn_ids is None:
+            # a turn is (row, run): rows are numbered in batch order, so the key keeps that order
+            runs = turn_ids_from_mask(response)
+            rows = torch.arange(num_rows, device=device)[:, None].expand(num_rows, num_tokens)
+            token_key = rows[response] * num_tokens + runs[response]
+        else:
+            if not isinstance(turn_ids, torch.Tensor) or turn_ids.shape != response.shape:
+                raise ValueError(
+                    f"turn_ids must be a tensor shaped like response_mask {tuple(response.shape)}, "
+                    f"got {getattr(turn_ids, 'shape', type(turn_ids).__name__)}"
+                )
+            if turn_ids.dtype.is_floating_point or turn_ids.dtype == torch.bool:
+                raise ValueError(f"turn_ids must be an integer tensor, got dtype {turn_ids.dtype}")
+            labels = turn_ids.to(device).long()[response]
+            if labels.numel() and int(labels.min()) < 0:
+                raise ValueError(
+                    "turn_ids must be >= 0 on response tokens (negative labels are reserved for "
+                    "non-response tokens)"
+                )
+            # a turn is (trajectory, label): labels may span several rows of one trajectory
+            span = int(labels.max()) + 1 if labels.numel() else 1
+            token_key = token_traj * span + labels
 
-    if turn_ids is None:
-        # a turn is (row, run): rows are numbered in batch order, so the key keeps that order
-        runs = turn_ids_from_mask(response)
-        rows = torch.arange(num_rows, device=device)[:, None].expand(num_rows, num_tokens)
-        token_key = rows[response] * num_tokens + runs[response]
-    else:
-        if not isinstance(turn_ids, torch.Tensor) or turn_ids.shape != response.shape:
-            raise ValueError(
-                f"turn_ids must be a tensor shaped like response_mask {tuple(response.shape)}, "
-                f"got {getattr(turn_ids, 'shape', type(turn_ids).__name__)}"
-            )
-        if turn_ids.dtype.is_floating_point or turn_ids.dtype == torch.bool:
-            raise ValueError(f"turn_ids must be an integer tensor, got dtype {turn_ids.dtype}")
-        labels = turn_ids.to(device).long()[response]
-        if labels.numel() and int(labels.min()) < 0:
-            raise ValueError(
-                "turn_ids must be >= 0 on response tokens (negative labels are reserved for "
-                "non-response tokens)"
-            )
-        # a turn is (trajectory, label): labels may span several rows of one trajectory
-        span = int(labels.max()) + 1 if labels.numel() else 1
-        token_key = token_traj * span + labels
+        if token_key.numel() == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return cls(response, empty, empty, empty, torch.zeros(num_traj, dtype=torch.long, device=device))
+        _, token_turn, turn_size = torch.unique(token_key, return_inverse=True, return_counts=True)
+        turn_traj = torch.zeros(turn_size.numel(), dtype=torch.long, device=device)
+        turn_traj.scatter_(0, token_turn, token_traj)
+        turns_per_traj = torch.bincount(turn_traj, minlength=num_traj)
+        return cls(response, token_turn, turn_traj, turn_size, turns_per_traj)
 
-    if token_key.numel() == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return _TurnStructure(
-            response, empty, empty, empty, torch.zeros(num_traj, dtype=torch.long, device=device)
+    def token_weights(self) -> torch.Tensor:
+        """float32 ``[R, L]``: Eq. 2 weight of every token (see ``trajectory_token_weights``)."""
+        weights = torch.zeros(self.response.shape, dtype=torch.float64, device=self.response.device)
+        if self.token_turn.numel() == 0:
+            return weights.float()
+        num_active = (self.turns_per_traj > 0).sum().double()
+        token_traj = self.turn_traj[self.token_turn]
+        token_weight = 1.0 / (
+            num_active * self.turns_per_traj[token_traj].double() * self.turn_size[self.token_turn].double()
         )
-    _, token_turn, turn_size = torch.unique(token_key, return_inverse=True, return_counts=True)
-    turn_traj = torch.zeros(turn_size.numel(), dtype=torch.long, device=device)
-    turn_traj.scatter_(0, token_turn, token_traj)
-    turns_per_traj = torch.bincount(turn_traj, minlength=num_traj)
-    return _TurnStructure(response, token_turn, turn_traj, turn_size, turns_per_traj)
+        weights[self.response] = token_weight
+        return weights.float()
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """0-dim: Eq. 2 of ``values`` ``[R, L]`` (see ``trajectory_mean``), differentiable in ``values``."""
+        _check_values(values, self.response)
+        weights = self.token_weights().to(values.device)
+        # masked positions may hold anything (even NaN padding): select instead of multiplying
+        selected = torch.where(weights > 0, values, torch.zeros_like(values))
+        return (selected * weights).sum()
+
+    def turn_index(self) -> torch.Tensor:
+        """long ``[R, L]``: each token's turn index in its trajectory, -1 off-response
+        (see ``turn_index_in_trajectory``)."""
+        response = self.response
+        result = torch.full(response.shape, -1, dtype=torch.long, device=response.device)
+        num_turns = self.turn_size.numel()
+        if num_turns == 0:
+            return result
+        # turns are already key-sorted; a stable sort by trajectory keeps that order inside a group
+        order = torch.sort(self.turn_traj, stable=True).indices
+        group_start = torch.cumsum(self.turns_per_traj, 0) - self.turns_per_traj
+        position_sorted = torch.arange(num_turns, device=response.device) - group_start[self.turn_traj[order]]
+        turn_position = torch.empty_like(position_sorted)
+        turn_position[order] = position_sorted
+        result[response] = turn_position[self.token_turn]
+        return result
+
+    def turn_index_means(self, values: torch.Tensor, turn_index: torch.Tensor | None = None) -> dict[int, float]:
+        """``{turn_index: token mean of values}`` (see ``turn_index_means``); ``turn_index`` is
+        ``self.turn_index()``, passed in when the caller already has it."""
+        _check_values(values, self.response)
+        index = self.turn_index() if turn_index is None else turn_index
+        on = index >= 0
+        if not bool(on.any()):
+            return {}
+        flat_index = index[on]
+        flat_values = values.detach()[on.to(values.device)].double().to(flat_index.device)
+        count = torch.bincount(flat_index)
+        total = torch.zeros(count.numel(), dtype=torch.float64, device=flat_index.device)
+        total.index_add_(0, flat_index, flat_values)
+        return {t: float(total[t] / count[t]) for t in range(count.numel()) if int(count[t]) > 0}
+
+
+def _check_values(values: torch.Tensor, response_mask: torch.Tensor) -> None:
+    if not isinstance(values, torch.Tensor) or values.shape != response_mask.shape:
+        raise ValueError(
+            f"values must be a tensor shaped like response_mask {tuple(response_mask.shape)}, "
+            f"got {getattr(values, 'shape', type(values).__name__)}"
+        )
 
 
 def trajectory_token_weights(
@@ -193,20 +261,7 @@ def trajectory_token_weights(
         response token, all zeros otherwise. Rows or turns without response tokens get weight
         0 and do not count in B or T_n.
     """
-    structure = _turn_structure(response_mask, traj_ids, turn_ids)
-    response = structure.response
-    weights = torch.zeros(response.shape, dtype=torch.float64, device=response.device)
-    if structure.token_turn.numel() == 0:
-        return weights.float()
-    num_active = (structure.turns_per_traj > 0).sum().double()
-    token_traj = structure.turn_traj[structure.token_turn]
-    token_weight = 1.0 / (
-        num_active
-        * structure.turns_per_traj[token_traj].double()
-        * structure.turn_size[structure.token_turn].double()
-    )
-    weights[response] = token_weight
-    return weights.float()
+    return TurnStructure.build(response_mask, traj_ids, turn_ids).token_weights()
 
 
 def trajectory_mean(
@@ -230,15 +285,8 @@ def trajectory_mean(
         To get one part's share of a larger batch, use the full batch's
         ``trajectory_token_weights`` instead (this function computes weights from its input).
     """
-    if not isinstance(values, torch.Tensor) or values.shape != response_mask.shape:
-        raise ValueError(
-            f"values must be a tensor shaped like response_mask {tuple(response_mask.shape)}, "
-            f"got {getattr(values, 'shape', type(values).__name__)}"
-        )
-    weights = trajectory_token_weights(response_mask, traj_ids, turn_ids).to(values.device)
-    # masked positions may hold anything (even NaN padding): select instead of multiplying
-    selected = torch.where(weights > 0, values, torch.zeros_like(values))
-    return (selected * weights).sum()
+    _check_values(values, response_mask)
+    return TurnStructure.build(response_mask, traj_ids, turn_ids).mean(values)
 
 
 def turn_index_in_trajectory(
@@ -256,22 +304,7 @@ def turn_index_in_trajectory(
     Returns:
         LongTensor ``[R, L]``: the turn index on response tokens, -1 elsewhere.
     """
-    structure = _turn_structure(response_mask, traj_ids, turn_ids)
-    response = structure.response
-    result = torch.full(response.shape, -1, dtype=torch.long, device=response.device)
-    num_turns = structure.turn_size.numel()
-    if num_turns == 0:
-        return result
-    # turns are already key-sorted; a stable sort by trajectory keeps that order inside a group
-    order = torch.sort(structure.turn_traj, stable=True).indices
-    group_start = torch.cumsum(structure.turns_per_traj, 0) - structure.turns_per_traj
-    position_sorted = (
-        torch.arange(num_turns, device=response.device) - group_start[structure.turn_traj[order]]
-    )
-    turn_position = torch.empty_like(position_sorted)
-    turn_position[order] = position_sorted
-    result[response] = turn_position[structure.token_turn]
-    return result
+    return TurnStructure.build(response_mask, traj_ids, turn_ids).turn_index()
 
 
 def turn_index_means(
@@ -292,18 +325,5 @@ def turn_index_means(
     Returns:
         ``{turn_index: mean}`` for every turn index present in the batch (python floats).
     """
-    if not isinstance(values, torch.Tensor) or values.shape != response_mask.shape:
-        raise ValueError(
-            f"values must be a tensor shaped like response_mask {tuple(response_mask.shape)}, "
-            f"got {getattr(values, 'shape', type(values).__name__)}"
-        )
-    index = turn_index_in_trajectory(response_mask, traj_ids, turn_ids)
-    on = index >= 0
-    if not bool(on.any()):
-        return {}
-    flat_index = index[on]
-    flat_values = values.detach()[on.to(values.device)].double().to(flat_index.device)
-    count = torch.bincount(flat_index)
-    total = torch.zeros(count.numel(), dtype=torch.float64, device=flat_index.device)
-    total.index_add_(0, flat_index, flat_values)
-    return {t: float(total[t] / count[t]) for t in range(count.numel()) if int(count[t]) > 0}
+    _check_values(values, response_mask)
+    return TurnStructure.build(response_mask, traj_ids, turn_ids).turn_index_means(values)

@@ -10,11 +10,12 @@ the last steps, an exponential moving average, and one history per turn index.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["EntropyHistory", "PerTurnEntropyHistory", "HISTORY_MODES"]
+__all__ = ["EntropyHistory", "PerTurnEntropyHistory", "HISTORY_MODES", "reference_per_token"]
 
 HISTORY_MODES = ("cumulative", "window", "ema")
 
@@ -219,17 +220,18 @@ class PerTurnEntropyHistory:
             (non-response tokens, which Eq. 2's weights drop); None before the first update
             and with no fallback, meaning no reference yet (smoothing off at k = 0).
         """
+        max_turn = int(turn_index.max()) if turn_index.numel() else -1
+        table = self.references_by_turn(max_turn, fallback)
+        if table is None:
+            return None
+        return torch.nan_to_num(reference_per_token(table, turn_index), nan=0.0)
+
+    def references_by_turn(self, max_turn: int, fallback: float | None = None) -> list[float] | None:
+        """``[H̄_ref(0), ..., H̄_ref(max_turn)]``, one per turn index (``reference_at``); None before
+        the first update and with no fallback, meaning no reference yet."""
         if not self._turns and fallback is None:
             return None
-        present = torch.unique(turn_index).tolist()
-        table_size = max(present) + 1 if present else 0
-        table = torch.zeros(max(table_size, 1), dtype=torch.float32)
-        for turn in present:
-            if turn >= 0:
-                table[turn] = self.reference_at(int(turn), fallback)
-        table = table.to(turn_index.device)
-        on = turn_index >= 0
-        return torch.where(on, table[turn_index.clamp(min=0)], torch.zeros_like(table[0]))
+        return [float(self.reference_at(t, fallback)) for t in range(max_turn + 1)]
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (turn indices as string keys, as JSON requires)."""
@@ -256,3 +258,30 @@ class PerTurnEntropyHistory:
             turns[int(key)] = history
         self._turns = turns
         self._num_updates = int(state["num_updates"])
+
+
+def reference_per_token(reference: float | Sequence[float] | None, turn_index: torch.Tensor) -> torch.Tensor:
+    """The smoothing reference H̄_ref (Eq. 3) of every token.
+
+    Args:
+        reference: None (no reference yet, step k = 0), one float (every position), or one float
+            per turn index (``PerTurnEntropyHistory.references_by_turn``: entry t for the tokens of
+            turn t).
+        turn_index: long ``[R, L]`` turn index of each token in its trajectory, -1 off-response.
+
+    Returns:
+        float32 ``[R, L]`` on ``turn_index``'s device: NaN where there is no reference (all of it
+        for None; off-response positions for a per-turn list).
+    """
+    if reference is None:
+        return torch.full(turn_index.shape, math.nan, dtype=torch.float32, device=turn_index.device)
+    if isinstance(reference, int | float):
+        return torch.full(turn_index.shape, float(reference), dtype=torch.float32, device=turn_index.device)
+    table = torch.tensor([float(r) for r in reference] + [math.nan], dtype=torch.float32, device=turn_index.device)
+    if turn_index.numel() and int(turn_index.max()) >= len(reference):
+        raise ValueError(
+            f"a token has turn index {int(turn_index.max())} but the reference covers turn indices "
+            f"0..{len(reference) - 1}; give one value per turn index of the batch"
+        )
+    # -1 (off-response) picks the trailing NaN
+    return table[torch.where(turn_index >= 0, turn_index, len(reference))]
