@@ -85,7 +85,8 @@ def test_updates_per_step_one_makes_each_update_on_policy(straight_run, tiny_set
 def test_ppo_with_critic_and_epo_one_step(tiny_setup, train):
     out = tiny_setup["root"] / "ppo"
     rows = train(tiny_setup, out, overrides=[
-        "algorithm.adv_estimator=gae", "trainer.total_training_steps=1", "trainer.save_freq=-1",
+        "algorithm.adv_estimator=gae", "critic.enable=true",  # the recipe is GRPO's (base/grpo: no critic)
+        "trainer.total_training_steps=1", "trainer.save_freq=-1",
         f"critic.model.path={tiny_setup['model']}", "critic.ppo_micro_batch_size_per_gpu=4",
         "critic.model.use_remove_padding=false", "critic.optim.lr=1e-4",
     ])

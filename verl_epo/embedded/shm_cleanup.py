@@ -145,11 +145,14 @@ class ExitCleanup:
 _exit_cleanup: ExitCleanup | None = None
 
 
-def install_exit_cleanup() -> None:
-    """Make this process remove its run's orphaned segments at exit (idempotent)."""
+def install_exit_cleanup(started: float | None = None) -> None:
+    """Make this process remove the orphaned segments created since ``started`` (default: now) at
+    exit (idempotent)."""
     global _exit_cleanup
     if _exit_cleanup is None:
         _exit_cleanup = ExitCleanup()
+        if started is not None:
+            _exit_cleanup.started = started
         _exit_cleanup.install()
 
 
@@ -163,8 +166,12 @@ def patch_ray_init() -> None:
 
     @functools.wraps(original)
     def init(*args: Any, **kwargs: Any) -> Any:
-        install_exit_cleanup()
-        return original(*args, **kwargs)
+        started = time.time() - 1.0
+        context = original(*args, **kwargs)
+        # after Ray's init: its core worker installs a C-level SIGTERM handler that ends the
+        # process at once, and ours must replace it for the atexit clean-up to run
+        install_exit_cleanup(started)
+        return context
 
     init._verl_epo_cpu = True
     ray.init = init  # verl's main_ppo looks ray.init up at call time
