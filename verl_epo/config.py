@@ -2,18 +2,30 @@
 
 The section lives at the top level of a verl config (``epo:``), which verl itself ignores; the
 trainer registered as ``trainer.v1.trainer_mode=epo`` reads it. Paper names are given in brackets.
+Unknown keys and wrong types are found by OmegaConf's structured config; the allowed ranges are the
+math's own (``verl_epo.algorithm.bounds``), so the config accepts exactly what the math accepts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from verl_epo.algorithm.band import BAND_MODES
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 
-REFERENCE_MODES = ("cumulative", "window", "ema")
+from verl_epo.algorithm.band import BAND_MODES
+from verl_epo.algorithm.bounds import (
+    BoundError,
+    check_band,
+    check_choice,
+    check_coefficient,
+    check_history,
+    check_positive_int,
+)
 
 _CONFIG_CHECKS: list[Callable[[Any], None]] = []
 
@@ -35,13 +47,27 @@ def run_config_checks(config: Any) -> None:
         check(config)
 
 
-def _is_int(value: Any) -> bool:
-    """An integer setting (a YAML ``true`` is a bool, which Python counts as an int)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class EPOConfigError(ValueError):
     """An EPO setting is out of range; the message names the key and the allowed values."""
+
+
+_NULL_MEANS = {
+    "total_steps": "null (use the trainer's total steps)",
+    "updates_per_step": "null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows)",
+    "rows_per_update": "null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows)",
+}
+
+
+@contextlib.contextmanager
+def _keys_under(prefix: str) -> Iterator[None]:
+    """Report a ``BoundError`` of the math's checks as the config key ``<prefix><name>``."""
+    try:
+        yield
+    except BoundError as err:
+        allowed = f"must be {err.allowed}"
+        if err.name in _NULL_MEANS:
+            allowed = f"must be {_NULL_MEANS[err.name]} or {err.allowed}"
+        raise EPOConfigError(f"{prefix}{err.name}={err.value!r} is invalid: {allowed}") from None
 
 
 @dataclass
@@ -118,72 +144,30 @@ class EPOConfig:
 
     def validate(self) -> None:
         """Raise EPOConfigError naming the first key that is out of range."""
-
-        def check(ok: bool, key: str, allowed: str, value: Any) -> None:
-            if not ok:
-                raise EPOConfigError(f"epo.{key}={value!r} is invalid: {allowed}")
-
-        for key in ("entropy_coef", "kappa_low", "kappa_high", "alpha", "gamma"):
-            value = getattr(self, key)
-            check(
-                isinstance(value, int | float) and math.isfinite(value) and value >= 0,
-                key,
-                "must be a finite number >= 0",
-                value,
+        with _keys_under("epo."):
+            for key in ("entropy_coef", "alpha", "gamma"):
+                check_coefficient(key, getattr(self, key))
+            check_band(self.kappa_low, self.kappa_high)
+            check_choice("band_mode", self.band_mode, BAND_MODES)
+            check_positive_int("turn_buckets", self.turn_buckets)
+            for key in ("total_steps", "updates_per_step", "rows_per_update"):
+                if getattr(self, key) is not None:
+                    check_positive_int(key, getattr(self, key))
+        if self.rows_per_update is not None and self.updates_per_step is not None:
+            raise EPOConfigError(
+                f"epo.rows_per_update={self.rows_per_update!r} is invalid: cannot be combined with "
+                f"epo.updates_per_step={self.updates_per_step}: both set the number of optimizer updates per "
+                "step; keep one and set the other to null"
             )
-        check(self.band_mode in BAND_MODES, "band_mode", f"must be one of {BAND_MODES}", self.band_mode)
-        check(
-            self.kappa_high > self.kappa_low,
-            "kappa_high",
-            f"must be greater than epo.kappa_low={self.kappa_low} (band [κ_l, κ_r] of H̄_ref)",
-            self.kappa_high,
-        )
-        check(
-            self.total_steps is None or (_is_int(self.total_steps) and self.total_steps > 0),
-            "total_steps",
-            "must be null (use the trainer's total steps) or a positive integer",
-            self.total_steps,
-        )
-        check(
-            _is_int(self.turn_buckets) and self.turn_buckets >= 1,
-            "turn_buckets",
-            "must be an integer >= 1",
-            self.turn_buckets,
-        )
-        check(
-            self.updates_per_step is None or (_is_int(self.updates_per_step) and self.updates_per_step >= 1),
-            "updates_per_step",
-            "must be null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows) or an integer >= 1",
-            self.updates_per_step,
-        )
-        check(
-            self.rows_per_update is None or (_is_int(self.rows_per_update) and self.rows_per_update >= 1),
-            "rows_per_update",
-            "must be null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows) or an integer >= 1",
-            self.rows_per_update,
-        )
-        check(
-            self.rows_per_update is None or self.updates_per_step is None,
-            "rows_per_update",
-            f"cannot be combined with epo.updates_per_step={self.updates_per_step}: both set the number of "
-            "optimizer updates per step; keep one and set the other to null",
-            self.rows_per_update,
-        )
         ref = self.reference
-        check(ref.mode in REFERENCE_MODES, "reference.mode", f"must be one of {REFERENCE_MODES}",
-              ref.mode)
-        if ref.mode == "window":
-            check(
-                _is_int(ref.window) and ref.window >= 1, "reference.window", "must be an integer >= 1", ref.window
-            )
-        if ref.mode == "ema":
-            check(0.0 < ref.decay < 1.0, "reference.decay", "must be in (0, 1)", ref.decay)
-        if self.enable:
-            check(
-                self.use_entropy_term or self.use_smoothing,
-                "use_entropy_term",
-                "EPO is enabled with both terms off; set epo.enable=false for the baseline",
-                self.use_entropy_term,
+        with _keys_under("epo.reference."):
+            # window / decay only matter in their own mode: a leftover value must not block a run
+            window = ref.window if ref.mode == "window" else None
+            check_history(ref.mode, window, ref.decay if ref.mode == "ema" else None)
+        if self.enable and not (self.use_entropy_term or self.use_smoothing):
+            raise EPOConfigError(
+                f"epo.use_entropy_term={self.use_entropy_term!r} is invalid: EPO is enabled with both terms off; "
+                "set epo.enable=false for the baseline"
             )
 
     def updates_for(self, rows: int) -> int | None:
@@ -197,27 +181,30 @@ class EPOConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> EPOConfig:
-        """Build from a plain dict (e.g. ``OmegaConf.to_container(config.epo)``); unknown keys
-        are an error so a typo does not silently fall back to a default."""
+        """Build from a plain dict (e.g. ``OmegaConf.to_container(config.epo)``) through OmegaConf's
+        structured config: an unknown key or a value of the wrong type is an error naming the key,
+        so a typo does not silently fall back to a default."""
         raw = dict(raw or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise EPOConfigError(f"unknown key(s) epo.{unknown}; valid keys: {sorted(known)}")
-        ref_raw = raw.get("reference") or {}
-        if not isinstance(ref_raw, dict):
+        if raw.get("reference", {}) is None:
+            del raw["reference"]
+        if not isinstance(raw.get("reference", {}), dict):
             raise EPOConfigError(
-                f"epo.reference={ref_raw!r} is invalid: must be a mapping such as "
+                f"epo.reference={raw['reference']!r} is invalid: must be a mapping such as "
                 "{mode: window, window: 10}; set the mode with epo.reference.mode"
             )
-        ref_known = {f.name for f in fields(ReferenceConfig)}
-        ref_unknown = sorted(set(ref_raw) - ref_known)
-        if ref_unknown:
-            raise EPOConfigError(
-                f"unknown key(s) epo.reference.{ref_unknown}; valid keys: {sorted(ref_known)}"
-            )
-        raw["reference"] = ReferenceConfig(**ref_raw)
-        return cls(**raw)
+        try:
+            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw))
+        except ConfigKeyError as err:
+            section = ReferenceConfig if err.full_key.startswith("reference.") else cls
+            where = "epo.reference" if section is ReferenceConfig else "epo"
+            valid = sorted(f.name for f in fields(section))
+            raise EPOConfigError(f"unknown key epo.{err.full_key}; valid keys of {where}: {valid}") from None
+        except ValidationError as err:
+            value = raw
+            for part in err.full_key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            reason = str(err.msg).splitlines()[0]
+            raise EPOConfigError(f"epo.{err.full_key}={value!r} is invalid: {reason}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -122,7 +122,8 @@ def epo_loss(
     # at least fp32: Eq. 2 weights like 1/(B·T·|τ|) lose digits in bf16
     dtype = torch.promote_types(entropy.dtype, torch.float32)
     weight = padded[WEIGHT_KEY].to(dtype)
-    turn_index = token_turn_index(padded["response_mask"], data[TURN_OFFSET_KEY])
+    offsets = data[TURN_OFFSET_KEY]  # one value per row, stored [R, 1] (or nested, one value a row)
+    turn_index = token_turn_index(padded["response_mask"], offsets.values() if offsets.is_nested else offsets)
     reference_value = tu.get_non_tensor_data(data=data, key=REFERENCE_KEY, default=None)
     reference = reference_per_token(reference_value, turn_index).to(device=entropy.device, dtype=dtype)
     beta = float(tu.get_non_tensor_data(data=data, key=BETA_KEY, default=1.0))

@@ -5,8 +5,11 @@ same object ``python -m verl.trainer.main_ppo`` hands to the trainer.
 """
 
 import math
+from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from conftest import compose_verl
 from omegaconf import open_dict
 
@@ -53,7 +56,6 @@ def test_from_dict_round_trip():
         ({"reference": {"mode": "window", "window": 0}}, "epo.reference.window"),
         ({"reference": {"mode": "window", "window": -3}}, "epo.reference.window"),
         ({"reference": {"mode": "window", "window": 2.5}}, "epo.reference.window"),
-        ({"reference": {"mode": "ema", "decay": 0.0}}, "epo.reference.decay"),
         ({"reference": {"mode": "ema", "decay": 1.0}}, "epo.reference.decay"),
         ({"reference": {"mode": "ema", "decay": -0.2}}, "epo.reference.decay"),
         ({"reference": {"mode": "ema", "decay": 1.5}}, "epo.reference.decay"),
@@ -112,6 +114,29 @@ def test_unknown_keys_list_the_valid_ones():
     with pytest.raises(EPOConfigError) as info:
         EPOConfig.from_dict({"reference": {"windw": 3}})
     assert "epo.reference" in str(info.value) and "window" in str(info.value)
+
+
+def test_bounds_are_the_maths_own():
+    """The config accepts exactly what the algorithm accepts (verl_epo.algorithm.bounds)."""
+    from verl_epo.algorithm import EntropyHistory, smoothing_penalty
+
+    # decay 0 (the reference is the last step's entropy) is a valid EMA for both
+    assert EPOConfig.from_dict({"reference": {"mode": "ema", "decay": 0.0}}).reference.decay == 0.0
+    EntropyHistory("ema", decay=0.0)
+    # an empty band is refused by both, each naming kappa_high
+    with pytest.raises(EPOConfigError, match="epo.kappa_high=1.0 is invalid: must be greater than kappa_low=1.0"):
+        EPOConfig(kappa_low=1.0, kappa_high=1.0)
+    with pytest.raises(ValueError, match="kappa_high must be greater than kappa_low=1.0"):
+        smoothing_penalty(torch.ones(1, 1), 1.0, 1.0, 1.0)
+
+
+def test_wrong_types_name_the_key_and_the_value():
+    with pytest.raises(EPOConfigError, match=r"epo.gamma='fast' is invalid: .*could not be converted to Float"):
+        EPOConfig.from_dict({"gamma": "fast"})
+    with pytest.raises(EPOConfigError, match=r"epo.reference.window=2.5 is invalid"):
+        EPOConfig.from_dict({"reference": {"mode": "window", "window": 2.5}})
+    with pytest.raises(EPOConfigError, match=r"epo.total_steps=0 is invalid: must be null \(use the trainer's"):
+        EPOConfig.from_dict({"total_steps": 0})
 
 
 def test_settings_of_unused_reference_modes_are_not_checked():
@@ -222,3 +247,39 @@ def test_rollout_correction_bypass_mode_is_refused():
     with pytest.raises(EPOConfigError) as info:
         validate_with_verl(EPOConfig(), config)
     assert "algorithm.rollout_correction.bypass_mode" in str(info.value)
+
+
+# ----- the README's table -------------------------------------------------------------------------
+
+
+def readme_table(title: str) -> dict[str, str]:
+    """{key: default cell} of the README table that follows the line starting with ``title``."""
+    lines = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    rows = {}
+    for line in lines[start + 1 :]:
+        if rows and not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] in ("key", "---") or set(cells[0]) <= {"-"}:
+            continue
+        keys = [k.strip().strip("`") for k in cells[0].split(",")]
+        defaults = [d.strip() for d in cells[1].split(",")] if len(keys) > 1 else [cells[1]]
+        assert len(keys) == len(defaults), line
+        rows.update(zip(keys, defaults, strict=True))
+    return rows
+
+
+def flat(settings: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in settings.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def test_every_epo_key_is_in_the_readme_with_its_default():
+    documented = readme_table("`epo:`")
+    defaults = flat(EPOConfig().to_dict())
+    assert sorted(documented) == sorted(defaults), "README's epo: table and EPOConfig list different keys"
+    for key, value in defaults.items():
+        assert yaml.safe_load(documented[key]) == value, f"README says epo.{key} defaults to {documented[key]}"

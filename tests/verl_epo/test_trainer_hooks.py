@@ -34,6 +34,7 @@ ROWS = [("a_0_0", 3, None), ("a_0_1", 2, None), ("a_0_2", 4, 1.0), ("a_1_0", 5, 
         ("c_0_0", 2, None), ("c_0_1", 3, 0.0), ("padf00_0_0", 1, None)]
 PADDING = {"padf00_0_0"}
 WIDTH = 6
+TENSOR_FIELDS = ("response_mask", "entropy", "advantages")
 
 
 def rollout_batch(seed: int = 0) -> DataProto:
@@ -58,7 +59,7 @@ class TransferQueueStore:
         lengths = [length for _, length, _ in ROWS]
         self.rows: dict[str, dict] = {}
         for row, key in enumerate(keys):
-            fields = {name: batch.batch[name][row, : lengths[row]] for name in ("response_mask", "entropy", "advantages")}
+            fields = {name: batch.batch[name][row, : lengths[row]] for name in TENSOR_FIELDS}
             fields["extra_fields"] = batch.non_tensor_batch["extra_fields"][row]
             self.rows[key] = fields
 

@@ -265,10 +265,7 @@ def trajectory_token_weights(
 
 
 def trajectory_mean(
-    values: torch.Tensor,
-    response_mask: torch.Tensor,
-    traj_ids: Any,
-    turn_ids: torch.Tensor | None = None,
+    values: torch.Tensor, response_mask: torch.Tensor, traj_ids: Any, turn_ids: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Eq. 2: ``(1/B) Σ_n (1/T_n) Σ_t (1/|τ_{n,t}|) Σ_i values_{n,t,i}``.
 

@@ -34,17 +34,13 @@ from __future__ import annotations
 
 import torch
 
-from verl_epo.algorithm.regularizers import Reference, _check_kappas, _reference_tensor
+from verl_epo.algorithm.bounds import check_choice, check_coefficient
+from verl_epo.algorithm.regularizers import Reference, _reference_tensor
 
 __all__ = ["BAND_MODES", "held_entropy", "entropy_term_values", "net_entropy_coefficients"]
 
 BAND_MODES = ("paper", "hold")
 """``paper``: Eq. 6 exactly. ``hold``: the bonus is mirrored above κ_r·H̄_ref (module docstring)."""
-
-
-def _check_mode(band_mode: str) -> None:
-    if band_mode not in BAND_MODES:
-        raise ValueError(f"band_mode must be one of {BAND_MODES}, got {band_mode!r}")
 
 
 def held_entropy(entropy: torch.Tensor, reference: Reference, kappa_high: float) -> torch.Tensor:
@@ -65,7 +61,7 @@ def held_entropy(entropy: torch.Tensor, reference: Reference, kappa_high: float)
     Returns:
         ``[R, L]`` in ``entropy``'s dtype promoted to at least float32.
     """
-    _check_kappas(0.0, kappa_high)
+    check_coefficient("kappa_high", kappa_high)
     dtype = torch.promote_types(entropy.dtype, torch.float32)
     if reference is None:
         return entropy.to(dtype)
@@ -87,7 +83,7 @@ def entropy_term_values(
     Returns:
         ``[R, L]``: H (``paper``, Eq. 2) or ``held_entropy`` (``hold``).
     """
-    _check_mode(band_mode)
+    check_choice("band_mode", band_mode, BAND_MODES)
     if band_mode == "paper":
         return entropy.to(torch.promote_types(entropy.dtype, torch.float32))
     return held_entropy(entropy, reference, kappa_high)
@@ -108,7 +104,7 @@ def net_entropy_coefficients(
         ``{"below": ..., "inside": ..., "above": ...}`` for a token below κ_l·H̄_ref, inside the
         band, above κ_r·H̄_ref (with the entropy term and smoothing both on).
     """
-    _check_mode(band_mode)
+    check_choice("band_mode", band_mode, BAND_MODES)
     lam, hinge = float(entropy_coef), float(alpha) * float(beta)
     above = -lam * (1.0 - hinge) if band_mode == "paper" else lam * (1.0 + hinge)
     return {"below": -lam * (1.0 + hinge), "inside": -lam, "above": above}

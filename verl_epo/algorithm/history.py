@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from verl_epo.algorithm.bounds import check_history
+
 __all__ = ["EntropyHistory", "PerTurnEntropyHistory", "HISTORY_MODES", "reference_per_token"]
 
 HISTORY_MODES = ("cumulative", "window", "ema")
@@ -50,21 +52,7 @@ class EntropyHistory:
     def __init__(
         self, mode: str = "cumulative", window: int | None = None, decay: float | None = None
     ) -> None:
-        if mode not in HISTORY_MODES:
-            raise ValueError(f"mode must be one of {HISTORY_MODES}, got {mode!r}")
-        if window is not None and (
-            isinstance(window, bool) or not isinstance(window, int) or window < 1
-        ):
-            raise ValueError(f"window must be an integer >= 1, got {window!r}")
-        if decay is not None:
-            if isinstance(decay, bool) or not isinstance(decay, (int, float)):
-                raise ValueError(f"decay must be a number in [0, 1), got {decay!r}")
-            if not 0.0 <= decay < 1.0:
-                raise ValueError(f"decay must be in [0, 1), got {decay!r}")
-        if mode == "window" and window is None:
-            raise ValueError("mode 'window' needs window: an integer >= 1 (number of steps)")
-        if mode == "ema" and decay is None:
-            raise ValueError("mode 'ema' needs decay: a number in [0, 1)")
+        check_history(mode, window, decay)
         self.mode = mode
         self.window = window
         self.decay = None if decay is None else float(decay)

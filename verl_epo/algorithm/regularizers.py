@@ -11,22 +11,11 @@ import math
 
 import torch
 
+from verl_epo.algorithm.bounds import check_band, check_coefficient
+
 __all__ = ["smoothing_penalty", "phase_weight", "band_fractions"]
 
 Reference = float | torch.Tensor | None
-
-
-def _check_kappas(kappa_low: float, kappa_high: float) -> None:
-    for name, value in (("kappa_low", kappa_low), ("kappa_high", kappa_high)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(
-                f"{name} must be a finite number >= 0 (paper: κ_l=0, κ_r=2), got {value}"
-            )
-    if kappa_low > kappa_high:
-        raise ValueError(
-            f"kappa_low ({kappa_low}) must be <= kappa_high ({kappa_high}): the band "
-            "[κ_l·H_ref, κ_r·H_ref] would be empty"
-        )
 
 
 def _reference_tensor(reference: Reference, like: torch.Tensor) -> torch.Tensor:
@@ -64,7 +53,7 @@ def smoothing_penalty(
             or None, meaning no reference yet (step k = 0): the penalty is then all zeros.
             The reference is treated as a constant (detached).
         kappa_low: κ_l >= 0, lower band factor.
-        kappa_high: κ_r >= κ_l, upper band factor.
+        kappa_high: κ_r > κ_l, upper band factor (``bounds.check_band``).
 
     Returns:
         ``[R, L]`` non-negative penalty in ``entropy``'s dtype promoted to at least float32.
@@ -72,7 +61,7 @@ def smoothing_penalty(
         (boundaries included).
         Non-response positions are not masked here; the aggregation's zero weights drop them.
     """
-    _check_kappas(kappa_low, kappa_high)
+    check_band(kappa_low, kappa_high)
     if reference is None:
         return torch.zeros_like(entropy, dtype=torch.promote_types(entropy.dtype, torch.float32))
     ref = _reference_tensor(reference, entropy)
@@ -102,8 +91,7 @@ def phase_weight(step: int, total_steps: int, gamma: float) -> float:
         raise ValueError(f"total_steps (K) must be an integer >= 1, got {total_steps}")
     if int(step) != step or step < 0:
         raise ValueError(f"step (k) must be an integer >= 0, got {step}")
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma (γ) must be a finite number >= 0 (paper: 3.0), got {gamma}")
+    check_coefficient("gamma", gamma)
     k_mid = max(1, int(total_steps) // 2)
     return 1.0 + math.exp(-gamma * int(step) / k_mid)
 
@@ -126,7 +114,7 @@ def band_fractions(
         ``(above, below)``: fraction with H > κ_r·H_ref and fraction with H < κ_l·H_ref;
         ``(0.0, 0.0)`` when ``reference`` is None or there is no response token.
     """
-    _check_kappas(kappa_low, kappa_high)
+    check_band(kappa_low, kappa_high)
     if entropy.shape != response_mask.shape:
         raise ValueError(
             f"entropy shape {tuple(entropy.shape)} differs from response_mask shape "
