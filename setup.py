@@ -62,7 +62,7 @@ setup(
         "console_scripts": [
             "verl-epo-doctor = verl_epo.doctor:main",
             "verl-epo-eval = env_adapters.evaluate:main",
-            "verl-epo-report = verl_epo.report:main",
+            "verl-epo-report = verl_epo.analysis.report:main",
         ],
     },
 )

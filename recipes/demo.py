@@ -120,7 +120,7 @@ def train(game: DemoGame, model: Path, data: dict[str, Path], out: Path, steps: 
 
 
 def read_metrics(path: Path) -> list[dict]:
-    from verl_epo.plots import read_jsonl
+    from verl_epo.analysis.runs import read_jsonl
 
     return read_jsonl(path) if path.exists() else []
 
@@ -171,7 +171,8 @@ def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> 
 
 
 def summarise(out: Path, wall: float, game_name: str) -> dict:
-    from verl_epo.plots import plot_run, series, validation_success_key
+    from verl_epo.analysis.plots import plot_run
+    from verl_epo.analysis.runs import series, validation_success_key
 
     rows = read_metrics(out / "metrics.jsonl")
     val_key = validation_success_key(rows)

@@ -8,7 +8,7 @@ Without a mode flag, runs every run of the grid one after another on this machin
 ``recipes/run.sh`` (one run at a time holds all its GPUs), skipping runs that are finished (their
 last checkpoint is at ``trainer.total_training_steps``); an interrupted run resumes from its last
 checkpoint (verl's ``resume_mode: auto``), so the same command resumes the grid. A run that fails
-is reported and the grid goes on. Then writes the report of each game (``verl_epo.report``: mean ±
+is reported and the grid goes on. Then writes the report of each game (``verl_epo.analysis.report``: mean ±
 std over seeds of the last validation points, plots) to ``<root>/report/<game>/``.
 
 - ``--plan``: print one launch line per run not yet finished (for a cluster scheduler: each line is
@@ -113,14 +113,14 @@ def run_state(run: GridRun, extra: list[str]) -> str:
 
 
 def report_command(game: str, runs: list[GridRun], ready_only: bool = False) -> list[str] | None:
-    """``verl_epo.report`` over the game's runs of the grid (``ready_only``: those with metrics;
+    """``verl_epo.analysis.report`` over the game's runs of the grid (``ready_only``: those with metrics;
     None when there is none)."""
     folders = [root() / "runs" / run.experiment for run in runs if run.game == game]
     if ready_only:
         folders = [f for f in folders if (f / "metrics.jsonl").is_file()]
     if not folders:
         return None
-    return ["python", "-m", "verl_epo.report", *map(str, folders), "--out", str(root() / "report" / game)]
+    return ["python", "-m", "verl_epo.analysis.report", *map(str, folders), "--out", str(root() / "report" / game)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {run.experiment}: finished" if state == "finished" else shlex.join(run.command(extra)))
         print("# then the report of each game (mean ± std over seeds of the last 3 validation points):")
         for game in args.games:
-            print(f"python -m verl_epo.report ${{VERL_EPO_ROOT:-outputs}}/runs/{game}_* "
+            print(f"python -m verl_epo.analysis.report ${{VERL_EPO_ROOT:-outputs}}/runs/{game}_* "
                   f"--out ${{VERL_EPO_ROOT:-outputs}}/report/{game}")
         return 0
     failed = []

@@ -23,9 +23,9 @@ Built so that the method, not the warm start, decides:
 
 3. **Fixed validation set**: ``synthetic/val`` (16 tasks), before training and every ``--test-freq``
    steps; the table averages each run's last ``--last-n`` validation points.
-4. **Report** (``verl_epo.study_report``, on top of ``verl_epo.report``): mean ± std of last-N
+4. **Report** (``verl_epo.analysis.study``, on top of ``verl_epo.analysis.report``): mean ± std of last-N
    validation success per method, runs whose entropy ran away (criterion fixed in
-   ``verl_epo.study_report.RunawayCriterion`` before running), fraction of steps with tokens above
+   ``verl_epo.analysis.study.RunawayCriterion`` before running), fraction of steps with tokens above
    the band, the warm start per seed, and ``entropy_per_seed.png`` (one panel per method, band
    shaded), in ``<out>/report/``.
 
@@ -79,7 +79,7 @@ RULE_CHECK_S = 10.0
 
 
 def run_dir(out: Path, method: str, seed: int) -> Path:
-    """``<out>/<method>-seed<N>``: the name ``verl_epo.report`` reads method and seed from."""
+    """``<out>/<method>-seed<N>``: the name ``verl_epo.analysis.runs`` reads method and seed from."""
     return out / f"{method}-seed{seed}"
 
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         check = warm_dir(out, seed, plan) / CHECK_FILE
         if seed not in warm_starts and check.is_file():
             warm_starts[seed] = json.loads(check.read_text())
-    from verl_epo.study_report import study_report
+    from verl_epo.analysis.study import study_report
 
     folders = [run_dir(out, m, s) for m, s in runs if is_complete(run_dir(out, m, s))]
     if not folders:

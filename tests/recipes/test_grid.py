@@ -3,7 +3,7 @@
 The sequential run uses the real ``run.sh`` (composing, checks, data and logger set-up) with the
 training replaced: ``PYTHON`` is a wrapper that, for ``main_ppo``, writes what a finished run leaves
 (verl's checkpoint tracker at the last step, a metrics file where ``VERL_FILE_LOGGER_PATH`` says)
-and runs every other command with the real interpreter. The report is the real ``verl_epo.report``.
+and runs every other command with the real interpreter. The report is the real ``verl_epo.analysis.report``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_plan_leaves_out_finished_runs_and_resumes_partial_ones(tmp_path):
     assert "bash recipes/run.sh sciworld_grpo recipe.seed=1" in lines
     assert "# sciworld_grpo_seed2: finished" in lines
     assert "bash recipes/run.sh sciworld_grpo recipe.seed=3" in lines  # resumes from step 50
-    assert any(line.startswith("python -m verl_epo.report ") and "runs/sciworld_*" in line for line in lines)
+    assert any(line.startswith("python -m verl_epo.analysis.report ") and "runs/sciworld_*" in line for line in lines)
 
 
 @pytest.mark.timeout(1500)

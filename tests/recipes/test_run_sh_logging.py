@@ -3,7 +3,7 @@
 The launch itself is replaced (``PYTHON`` is a wrapper that records what ``main_ppo`` would get
 and runs every other command with the real interpreter), so ``run.sh``'s own composing, checks and
 override building run for real. verl's real ``FileLogger`` then writes the metrics where the
-recorded environment says, and ``verl_epo.report`` reads the run folder.
+recorded environment says, and ``verl_epo.analysis.runs`` reads the run folder.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def logger_path(args: list[str]) -> str:
 def test_run_sh_logs_to_the_run_folder_and_the_report_reads_it(tmp_path):
     from verl.utils.tracking import FileLogger
 
-    from verl_epo.report import find_runs
+    from verl_epo.analysis.runs import find_runs
 
     run_dir = tmp_path / "root" / "runs" / f"{RECIPE}_seed1"
     args = launch(tmp_path, "trainer.logger=[console,tensorboard]")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from verl_epo.report import find_runs, last_n_mean, report
+from verl_epo.analysis.report import report
+from verl_epo.analysis.runs import find_runs
+from verl_epo.analysis.tables import last_n_mean
 
 VAL = "val-aux/synthetic/val/success/mean@1"  # the data source is the task set's name
 VAL2 = "val-aux/other/success/mean@4"
@@ -120,11 +122,12 @@ def test_plots_are_written(study, tmp_path):
     for plot in result["plots"]:
         assert plot.is_file() and plot.stat().st_size > 5000, plot
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "runs" / "grpo-seed1" / "entropy.png").is_file()
+    single = {p.name for p in (tmp_path / "runs" / "grpo-seed1").iterdir()}
+    assert single == {"success.png", "entropy.png", "band_fractions.png", "entropy_by_turn.png"}
 
 
 def test_command_line(study, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "verl_epo.report", str(study), "--out", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "verl_epo.analysis.report", str(study), "--out", str(tmp_path),
                           "--no-run-plots"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "63.3 ± 15.3" in out and "plot: " in out
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from verl_epo.report import load_run
-from verl_epo.study_report import RUNAWAY, RunawayCriterion, band_stats, runaway, study_report
+from verl_epo.analysis.runs import load_run
+from verl_epo.analysis.study import RUNAWAY, RunawayCriterion, band_stats, runaway, study_report
 
 VAL = "val-aux/synthetic/val/success/mean@1"
 
