@@ -24,12 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
-import math
-import os
-import shutil
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -39,15 +34,25 @@ from pathlib import Path
 from typing import Any
 
 from env_adapters.base import TaskSpec, TextGame, make_game, task_set
-from env_adapters.episode import EpisodeSettings, Policy, play_episode
+from env_adapters.episode import EpisodeSettings, play_episode
+from env_adapters.evaluation.checkpoint import resolve_model
+from env_adapters.evaluation.engine import EpisodeCounter, VLLMBackend, episode_seed
+from env_adapters.evaluation.episode_log import (
+    EPISODES_FILE,
+    KEY_FIELDS,
+    append_episode,
+    check_resume,
+    episode_key,
+    read_episodes,
+)
+from env_adapters.evaluation.summary import format_summary, summarize
 from verl_epo.embedded.shm_cleanup import install_exit_cleanup
 
-EPISODES_FILE = "episodes.jsonl"
+__all__ = ["EPISODES_FILE", "KEY_FIELDS", "EvalSettings", "append_episode", "evaluate", "format_summary",
+           "main", "read_episodes", "summarize"]
+
 SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "eval_config.json"
 PAPER_TEMPERATURE = 0.4
-KEY_FIELDS = ("set", "game", "task", "variation", "task_seed", "seed")
-"""An episode's identity in ``episodes.jsonl``: resuming skips keys already there."""
 
 
 @dataclass(frozen=True)
@@ -84,250 +89,6 @@ class EvalSettings:
         return EpisodeSettings(max_turns=self.max_turns, history_turns=self.history_turns,
                                success_reward=self.success_reward,
                                invalid_penalty=self.invalid_penalty, parser=self.parser)
-
-
-# --- model: a Hugging Face directory, or one made from a verl checkpoint --------------------------
-
-
-def _has_weights(folder: Path) -> bool:
-    return any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
-
-
-def find_actor_dir(path: Path) -> Path | None:
-    """The ``actor`` folder of a verl checkpoint at ``path`` (root, ``global_step_N`` or ``actor``)."""
-    if (path / "latest_checkpointed_iteration.txt").is_file():
-        step = (path / "latest_checkpointed_iteration.txt").read_text().strip()
-        path = path / f"global_step_{step}"
-    if (path / "actor").is_dir():
-        path = path / "actor"
-    if path.name == "huggingface" and (path.parent / "fsdp_config.json").is_file():
-        path = path.parent
-    return path if (path / "fsdp_config.json").is_file() else None
-
-
-def merge_fsdp_checkpoint(actor_dir: Path, target: Path) -> Path:
-    """Merge verl's FSDP shards into a Hugging Face model directory at ``target``.
-
-    verl's FSDP checkpoint manager saves ``model_world_size_W_rank_R.pt`` (one state dict per rank;
-    FSDP2 parameters are DTensors sharded on one dimension) and ``huggingface/`` (config, tokenizer,
-    generation config; weights only when ``checkpoint.save_contents`` includes ``hf_model``). The
-    shards are concatenated in rank order along their shard dimension and cast to the config's dtype
-    (fp32 for the tiny CPU models, whose fp32 weights are then kept exactly; verl's own
-    ``python -m verl.model_merger`` always writes bf16). LoRA and tensor-parallel checkpoints are
-    not handled here: use verl's merger for those.
-    """
-    import torch
-    from torch.distributed.tensor import DTensor
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    hf_dir = actor_dir / "huggingface"
-    world = int(json.loads((actor_dir / "fsdp_config.json").read_text())["world_size"])
-    if (actor_dir / "lora_train_meta.json").exists():
-        raise ValueError(f"{actor_dir} is a LoRA checkpoint; merge it with `python -m verl.model_merger merge "
-                         f"--backend fsdp --local_dir {actor_dir} --target_dir DIR` and evaluate DIR")
-    paths = [actor_dir / f"model_world_size_{world}_rank_{rank}.pt" for rank in range(world)]
-    missing = [p.name for p in paths if not p.is_file()]
-    if missing or not (hf_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{actor_dir} is not a complete verl FSDP checkpoint: missing "
-                                f"{missing or ['huggingface/config.json']}")
-    shards = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
-    state: dict[str, Any] = {}
-    for key, first in shards[0].items():
-        if not isinstance(first, DTensor):
-            state[key] = first
-            continue
-        if len(first.placements) != 1:
-            raise ValueError(f"{key}: {len(first.placements)}-D device mesh (HSDP/TP) is not handled here; "
-                             "use `python -m verl.model_merger merge --backend fsdp ...`")
-        placement = first.placements[0]
-        local = [shard[key]._local_tensor for shard in shards]
-        state[key] = torch.cat(local, dim=placement.dim) if placement.is_shard() else local[0]
-    config = AutoConfig.from_pretrained(hf_dir, local_files_only=True)
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(hf_dir, partial)
-    model.save_pretrained(partial)
-    (partial / "merged_from.json").write_text(json.dumps({"checkpoint": str(actor_dir.resolve())}) + "\n")
-    # rename last: a killed merge never leaves a directory that looks complete
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return target
-
-
-def resolve_model(path: str | Path, out: Path) -> Path:
-    """A Hugging Face model directory for ``path`` (merging a verl checkpoint into ``out`` if needed)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model {path} does not exist; pass a Hugging Face model directory or a verl "
-                                "checkpoint folder (global_step_N)")
-    if (path / "config.json").is_file() and _has_weights(path):
-        return path
-    actor = find_actor_dir(path)
-    if actor is None:
-        raise FileNotFoundError(f"{path} is neither a Hugging Face model directory (config.json + weights) nor "
-                                "a verl checkpoint (global_step_N/actor/fsdp_config.json)")
-    if _has_weights(actor / "huggingface"):
-        return actor / "huggingface"
-    target = out / "hf_model" / actor.parent.name
-    if (target / "config.json").is_file() and _has_weights(target):
-        return target
-    print(f"[eval] merging FSDP checkpoint {actor} -> {target}", file=sys.stderr, flush=True)
-    return merge_fsdp_checkpoint(actor, target)
-
-
-# --- policies ------------------------------------------------------------------------------------
-
-
-def episode_seed(seed: int, index: int, task: TaskSpec) -> int:
-    """The sampling seed of one episode: a hash of (evaluation seed, task index, task identity)."""
-    text = f"{seed}|{index}|{task.game}|{task.task}|{task.variation}|{task.seed}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
-
-
-def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], max_prompt_tokens: int | None) -> list[int]:
-    """Token ids of one turn's prompt, as verl's agent loop builds them (chat template with the
-    generation prompt, left-truncated to ``max_prompt_tokens``)."""
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if hasattr(ids, "keys") and "input_ids" in ids:  # transformers 5 may return a BatchEncoding
-        ids = ids["input_ids"]
-    if ids and isinstance(ids[0], list):
-        ids = ids[0]
-    ids = [int(t) for t in ids]
-    return ids[-max_prompt_tokens:] if max_prompt_tokens else ids
-
-
-class EpisodeCounter:
-    """What the policy saw in one episode: response tokens and texts (for the digest)."""
-
-    def __init__(self) -> None:
-        self.response_tokens = 0
-        self.digest = hashlib.sha256()
-
-    def add(self, token_ids: list[int], text: str) -> None:
-        self.response_tokens += len(token_ids)
-        self.digest.update(text.encode() + b"\x00")
-
-
-class VLLMBackend:
-    """vLLM's offline engine (a GPU, or vLLM's CPU build in fp32): concurrent episodes' requests are
-    batched, each with its own seed."""
-
-    def __init__(self, model_dir: Path, settings: EvalSettings, concurrency: int = 64) -> None:
-        import torch
-
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # as verl sets it for its rollout
-        on_cpu = not torch.cuda.is_available()
-        if on_cpu:
-            from verl_epo.embedded.vllm_cpu import ENV_DEFAULTS
-
-            for key, value in ENV_DEFAULTS.items():
-                os.environ.setdefault(key, value)
-        from vllm import LLM
-        self.concurrency = concurrency  # episodes in flight: each holds a game (a JVM for ScienceWorld)
-        self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True,
-                       **({"dtype": "float32", "enforce_eager": True} if on_cpu else {}))
-        self.tokenizer = self.llm.get_tokenizer()
-        self.settings = settings
-        self.pending: list[tuple[list[int], int, asyncio.Future]] = []
-        self.flusher: asyncio.Task | None = None
-        self.running: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
-        self.engine_lock = asyncio.Lock()  # one generate call at a time: the offline engine is not thread-safe
-
-    async def _flush(self) -> None:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        async with self.engine_lock:
-            await asyncio.sleep(0.01)  # let the other episodes' requests of this turn arrive
-            batch, self.pending, self.flusher = self.pending, [], None
-            s = self.settings
-            params = [SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_response_tokens,
-                                     seed=seed) for _, seed, _ in batch]
-            prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _, _ in batch]
-            outputs = await asyncio.to_thread(self.llm.generate, prompts, params, use_tqdm=False)
-        for (_, _, future), output in zip(batch, outputs, strict=True):
-            future.set_result(list(output.outputs[0].token_ids))
-
-    def policy(self, seed: int, counter: EpisodeCounter) -> Policy:
-        async def act(messages: list[dict[str, str]], turn: int) -> str:
-            future = asyncio.get_running_loop().create_future()
-            ids = prompt_ids(self.tokenizer, messages, self.settings.max_prompt_tokens)
-            self.pending.append((ids, (seed + turn) % 2**63, future))
-            if self.flusher is None:
-                self.flusher = asyncio.create_task(self._flush())
-                self.running.add(self.flusher)
-                self.flusher.add_done_callback(self.running.discard)
-            token_ids = await future
-            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-            counter.add(token_ids, text)
-            return text
-
-        return act
-
-    def close(self) -> None:
-        # ends vLLM's engine process now, so its shared-memory queues are released before we exit
-        self.llm.llm_engine.engine_core.shutdown()
-
-
-# --- the episode log: resume without duplicates -------------------------------------------------
-
-
-def episode_key(row: dict[str, Any]) -> tuple:
-    return tuple(row[k] for k in KEY_FIELDS)
-
-
-def read_episodes(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of ``episodes.jsonl``; a torn last line (killed mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    rows, seen = [], set()
-    for number, line in enumerate(data[:end].splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} line {number} is not JSON ({err}); the file was edited by hand? "
-                             "remove that line and rerun") from None
-        if episode_key(row) not in seen:  # defensive: count an episode once even if written twice
-            seen.add(episode_key(row))
-            rows.append(row)
-    return rows
-
-
-def append_episode(path: Path, row: dict[str, Any]) -> None:
-    """One line, one ``write``, flushed and synced: a kill leaves at most a torn last line."""
-    line = (json.dumps(row, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def check_resume(out: Path, settings: EvalSettings) -> None:
-    """Refuse to mix episodes played with different settings in one output folder."""
-    path = out / CONFIG_FILE
-    current = json.loads(json.dumps(asdict(settings)))
-    if path.exists():
-        previous = json.loads(path.read_text())
-        differ = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-        if differ:
-            changes = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in differ)
-            raise ValueError(f"{out} holds an evaluation with other settings ({changes}); use another --out, "
-                             "or the same settings to resume")
-    else:
-        path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -424,45 +185,6 @@ async def run_jobs(jobs: list[Job], backend: Any, shelf: GameShelf, settings: Ev
         await asyncio.gather(*(one(job) for job in jobs))
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof=1; None for a single value) of per-seed rates."""
-    return {"mean": statistics.fmean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else None, "n_seeds": len(values)}
-
-
-def summarize(rows: list[dict[str, Any]], expected: dict[str, int]) -> dict[str, Any]:
-    """Per set: success rate per seed, mean ± std over seeds, and the same per task type.
-
-    Args:
-        rows: episode rows (any order).
-        expected: episodes each set should have (tasks × seeds), to flag an incomplete evaluation.
-    """
-    sets: dict[str, Any] = {}
-    for set_name in sorted({r["set"] for r in rows} | set(expected)):
-        mine = [r for r in rows if r["set"] == set_name]
-        by_seed: dict[int, list[dict]] = defaultdict(list)
-        for r in mine:
-            by_seed[r["seed"]].append(r)
-        per_seed = {str(s): statistics.fmean(r["success"] for r in rs) for s, rs in sorted(by_seed.items())}
-        types: dict[str, Any] = {}
-        for task_type in sorted({r["task_type"] for r in mine}):
-            rates = [statistics.fmean(r["success"] for r in rs if r["task_type"] == task_type)
-                     for _, rs in sorted(by_seed.items()) if any(r["task_type"] == task_type for r in rs)]
-            types[task_type] = {**_spread(rates), "episodes": sum(r["task_type"] == task_type for r in mine)}
-        sets[set_name] = {
-            "episodes": len(mine), "expected_episodes": expected.get(set_name),
-            "complete": len(mine) == expected.get(set_name, len(mine)),
-            "success": {**_spread(list(per_seed.values())), "per_seed": per_seed},
-            "per_task_type": types,
-            "mean_return": statistics.fmean(r["return"] for r in mine) if mine else None,
-            "mean_turns": statistics.fmean(r["turns"] for r in mine) if mine else None,
-            "mean_invalid_actions": statistics.fmean(r["invalid_actions"] for r in mine) if mine else None,
-            "mean_response_tokens": statistics.fmean(r["response_tokens"] for r in mine) if mine else None,
-            "env_failures": sum(r["failure"] is not None for r in mine),
-        }
-    return sets
-
-
 def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str | Path,
              settings: EvalSettings | None = None, limit: int | None = None,
              isolate: bool = False, step_timeout: float = 60.0, progress: bool = True,
@@ -515,19 +237,6 @@ def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """One line per set: success mean ± std over seeds, per seed."""
-    lines = []
-    for name, s in summary["sets"].items():
-        mean, std = s["success"]["mean"], s["success"]["std"]
-        spread = "" if std is None or (isinstance(std, float) and math.isnan(std)) else f" ± {100 * std:.1f}"
-        shown = "n/a" if mean is None else f"{100 * mean:.1f}{spread}%"
-        seeds = ", ".join(f"seed {k}: {100 * v:.1f}%" for k, v in s["success"]["per_seed"].items())
-        lines.append(f"{name}: success {shown} over {s['success']['n_seeds']} seed(s) ({seeds}); "
-                     f"{s['episodes']}/{s['expected_episodes']} episodes")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
