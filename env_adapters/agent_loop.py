@@ -34,7 +34,6 @@ which the EPO trainer numbers by (step, fetch, row).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -50,8 +49,9 @@ from verl.experimental.agent_loop.agent_loop import (
     register,
 )
 
-from env_adapters.base import TaskSpec, TextGame, make_game, registered_games
+from env_adapters.base import TaskSpec, registered_games
 from env_adapters.episode import EpisodeResult, EpisodeSettings, play_episode
+from env_adapters.game_pool import GamePool
 from verl_epo.config import register_config_check
 
 logger = logging.getLogger(__name__)
@@ -59,35 +59,6 @@ logger = logging.getLogger(__name__)
 AGENT_NAME = "text_game"
 _EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="text-game")
 """Game calls block (JVM, TextWorld); a large pool lets every episode of a batch step at once."""
-
-
-class GamePool:
-    """Idle game objects per (game, settings), reused across episodes of this worker process:
-    a JVM or game engine starts once, not once per episode."""
-
-    def __init__(self) -> None:
-        self._idle: dict[str, list[TextGame]] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, name: str, kwargs: dict[str, Any], isolate: bool, timeout: float,
-                reset_timeout: float = 180.0) -> TextGame:
-        key = repr((name, sorted(kwargs.items()), isolate, timeout, reset_timeout))
-        with self._lock:
-            idle = self._idle.get(key)
-            if idle:
-                return idle.pop()
-        if isolate:
-            from env_adapters.isolated import IsolatedGame
-
-            game: TextGame = IsolatedGame(name, kwargs, step_timeout=timeout, reset_timeout=reset_timeout)
-        else:
-            game = make_game(name, **kwargs)
-        game._pool_key = key  # type: ignore[attr-defined]
-        return game
-
-    def release(self, game: TextGame) -> None:
-        with self._lock:
-            self._idle.setdefault(game._pool_key, []).append(game)  # type: ignore[attr-defined]
 
 
 POOL = GamePool()

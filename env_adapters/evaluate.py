@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from env_adapters.base import TaskSpec, TextGame, make_game, task_set
+from env_adapters.base import TaskSpec, task_set
 from env_adapters.episode import EpisodeSettings, play_episode
 from env_adapters.evaluation.checkpoint import resolve_model
 from env_adapters.evaluation.engine import EpisodeCounter, VLLMBackend, episode_seed
@@ -46,6 +46,7 @@ from env_adapters.evaluation.episode_log import (
     read_episodes,
 )
 from env_adapters.evaluation.summary import format_summary, summarize
+from env_adapters.game_pool import GamePool
 from verl_epo.embedded.shm_cleanup import install_exit_cleanup
 
 __all__ = ["EPISODES_FILE", "KEY_FIELDS", "EvalSettings", "append_episode", "evaluate", "format_summary",
@@ -116,46 +117,18 @@ def plan(set_names: Iterable[str], seeds: Iterable[int], limit: int | None) -> l
     return jobs
 
 
-class GameShelf:
-    """Idle game objects per game name: a JVM or engine starts once per evaluation, not per episode."""
-
-    def __init__(self, game_kwargs: dict[str, dict[str, Any]], isolate: bool, step_timeout: float) -> None:
-        self.game_kwargs, self.isolate, self.step_timeout = game_kwargs, isolate, step_timeout
-        self.idle: dict[str, list[TextGame]] = defaultdict(list)
-        self.all: list[TextGame] = []
-
-    def take(self, name: str) -> TextGame:
-        if self.idle[name]:
-            return self.idle[name].pop()
-        kwargs = dict(self.game_kwargs.get(name, {}))
-        if self.isolate:
-            from env_adapters.isolated import IsolatedGame
-
-            game: TextGame = IsolatedGame(name, kwargs, step_timeout=self.step_timeout,
-                                          reset_timeout=self.step_timeout)
-        else:
-            game = make_game(name, **kwargs)
-        self.all.append(game)
-        return game
-
-    def give(self, name: str, game: TextGame) -> None:
-        self.idle[name].append(game)
-
-    def close(self) -> None:
-        for game in self.all:
-            game.close()
-
-
-async def play_job(job: Job, backend: Any, shelf: GameShelf, settings: EvalSettings) -> dict[str, Any]:
-    """Play one episode and return its ``episodes.jsonl`` row."""
+async def play_job(job: Job, backend: Any, pool: GamePool, settings: EvalSettings,
+                   isolation: tuple[bool, float, float]) -> dict[str, Any]:
+    """Play one episode and return its ``episodes.jsonl`` row. ``isolation``: (isolate, step timeout,
+    reset timeout), as the agent loop's ``env.isolate`` / ``step_timeout`` / ``reset_timeout``."""
     counter = EpisodeCounter()
     policy = backend.policy(episode_seed(job.seed, job.index, job.task), counter)
-    game = shelf.take(job.task.game)
+    game = pool.acquire(job.task.game, dict(settings.game_kwargs.get(job.task.game, {})), *isolation)
     start = time.perf_counter()
     try:
         result = await play_episode(game, job.task, policy, settings.episode_settings())
     finally:
-        shelf.give(job.task.game, game)
+        pool.release(game)
     numbers = result.summary(settings.episode_settings())
     return {
         "set": job.set_name, "game": job.task.game, "task": job.task.task,
@@ -168,13 +141,14 @@ async def play_job(job: Job, backend: Any, shelf: GameShelf, settings: EvalSetti
     }
 
 
-async def run_jobs(jobs: list[Job], backend: Any, shelf: GameShelf, settings: EvalSettings, path: Path,
+async def run_jobs(jobs: list[Job], backend: Any, pool: GamePool, settings: EvalSettings,
+                   isolation: tuple[bool, float, float], path: Path,
                    progress: Any) -> None:
     slots = asyncio.Semaphore(backend.concurrency)
 
     async def one(job: Job) -> None:
         async with slots:
-            row = await play_job(job, backend, shelf, settings)
+            row = await play_job(job, backend, pool, settings, isolation)
         append_episode(path, row)
         progress.update(1)
 
@@ -187,7 +161,8 @@ async def run_jobs(jobs: list[Job], backend: Any, shelf: GameShelf, settings: Ev
 
 def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str | Path,
              settings: EvalSettings | None = None, limit: int | None = None,
-             isolate: bool = False, step_timeout: float = 60.0, progress: bool = True,
+             isolate: bool = False, step_timeout: float = 60.0, reset_timeout: float = 180.0,
+             progress: bool = True,
              concurrency: int = 64) -> dict[str, Any]:
     """Evaluate ``model`` on ``set_names`` × ``seeds``; resume what ``out`` already holds.
 
@@ -215,14 +190,15 @@ def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str
     start = time.perf_counter()
     if todo:
         runner = VLLMBackend(model_dir, settings, concurrency)
-        shelf = GameShelf(settings.game_kwargs, isolate, step_timeout)
+        pool = GamePool()
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="episodes", unit="ep",
                    disable=not progress, file=sys.stderr)
         try:
-            asyncio.run(run_jobs(todo, runner, shelf, settings, path, bar))
+            isolation = (isolate, step_timeout, reset_timeout)
+            asyncio.run(run_jobs(todo, runner, pool, settings, isolation, path, bar))
         finally:
             bar.close()
-            shelf.close()
+            pool.close()
             runner.close()
     expected: dict[str, int] = defaultdict(int)
     for job in jobs:
@@ -259,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--concurrency", type=int, default=64, help="episodes played at once (one vLLM batch)")
     p.add_argument("--isolate", action="store_true", help="run games in worker processes with a step timeout")
     p.add_argument("--step-timeout", type=float, default=60.0)
+    p.add_argument("--reset-timeout", type=float, default=180.0,
+                   help="with --isolate: seconds per reset, a JVM may start (as env.reset_timeout)")
     p.add_argument("--out", required=True, help="output folder (episodes.jsonl, summary.json); reused to resume")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -272,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             max_response_tokens=args.max_response_tokens, max_prompt_tokens=args.max_prompt_tokens,
                             game_kwargs=game_kwargs)
     summary = evaluate(args.model, args.sets, args.seeds, args.out, settings, limit=args.limit,
-                       isolate=args.isolate, step_timeout=args.step_timeout,
+                       isolate=args.isolate, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout,
                        progress=not args.no_progress, concurrency=args.concurrency)
     print(format_summary(summary))
     print(f"summary: {Path(args.out) / SUMMARY_FILE}; episodes: {summary['episodes_file']}")
