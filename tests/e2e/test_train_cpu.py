@@ -97,8 +97,12 @@ def test_ppo_with_critic_and_epo_one_step(tiny_setup, train):
 
 @pytest.mark.slow  # two FSDP ranks and two vLLM tensor-parallel workers on 2 cores
 def test_tensor_parallel_two_over_two_fsdp_ranks(tiny_setup, train):
+    from verl_epo.embedded.tiny_model import build_tiny_model
+
     out = tiny_setup["root"] / "tp2"
-    rows = train(tiny_setup, out, overrides=[
+    # two heads, one per tensor-parallel rank (the shared e2e model has one); random weights suffice
+    build_tiny_model([tiny_setup["root"] / "corpus.txt"], out / "model", hidden=64, layers=2, heads=2)
+    rows = train({**tiny_setup, "model": out / "model"}, out, overrides=[
         "trainer.n_gpus_per_node=2", "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",

@@ -4,7 +4,8 @@ vLLM's engine and worker processes talk through POSIX shared memory (``psm_*``: 
 queues of ``vllm/distributed/device_communicators/shm_broadcast.py``; ``sem.mp-*``: named
 semaphores of Python's multiprocessing) and verl's weight sync can leave ``verl_weights_*`` after a
 crash. Ray ends those processes with SIGKILL, so their own clean-up never runs and every run left
-about 400 MB of segments behind (measured: two ``psm_*`` of 168 MB and 252 MB per vLLM run).
+about 400 MB of segments behind (measured: two ``psm_*`` of 168 MB and 252 MB per vLLM run; with
+tensor parallel 2, two more 4 MB ``...-cpushm_*`` buffers of vLLM-CPU's communicator).
 
 The process that starts Ray (the driver: ``python -m verl.trainer.main_ppo``, through
 :func:`patch_ray_init`) or vLLM's offline engine (``env_adapters.evaluate``) owns the clean-up
@@ -21,6 +22,7 @@ import atexit
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -33,21 +35,25 @@ logger = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
 PREFIXES = ("psm_", "sem.mp-", "verl_weights_")
+SUFFIX = re.compile(r"-cpushm_\d+$")  # vLLM-CPU's tensor-parallel buffers: "<pid>-tp:0-[0-1]-cpushm_0"
+SETTLE_S = 2.0  # younger segments may be another process's, between creating and mapping them
 EXIT_WAIT_S = 30.0  # how long the driver waits for Ray's and vLLM's processes to end
 
 
 def segments(since: float = 0.0, shm_dir: Path = SHM_DIR) -> list[Path]:
-    """Segments with one of :data:`PREFIXES` modified at or after ``since`` (a ``time.time()``)."""
+    """Segments with one of :data:`PREFIXES` (or vLLM-CPU's :data:`SUFFIX`) modified at or after
+    ``since`` (a ``time.time()``) and at least :data:`SETTLE_S` ago."""
+    settled = time.time() - SETTLE_S
     found = []
     try:
         entries = list(shm_dir.iterdir())
     except OSError:
         return []
     for entry in entries:
-        if not entry.name.startswith(PREFIXES):
+        if not (entry.name.startswith(PREFIXES) or SUFFIX.search(entry.name)):
             continue
         try:
-            if entry.stat().st_mtime >= since:
+            if since <= entry.stat().st_mtime <= settled:
                 found.append(entry)
         except OSError:
             continue

@@ -1,0 +1,27 @@
+"""The exit clean-up removes a run's orphaned shared-memory segments and nothing a live process uses."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+
+from verl_epo.embedded.shm_cleanup import remove_orphaned_segments, segments
+
+
+def test_removes_only_unused_segments_of_ours(tmp_path):
+    names = ["psm_mapped", "psm_orphan", "sem.mp-orphan", "verl_weights_orphan", "123-tp:0-[0-1]-cpushm_0",
+             "someone_elses", "psm_fresh"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"\0" * 4096)
+    past = time.time() - 60
+    for name in names[:-1]:
+        os.utime(tmp_path / name, (past, past))
+    with open(tmp_path / "psm_mapped", "r+b") as f, mmap.mmap(f.fileno(), 4096):
+        assert {p.name for p in segments(0, tmp_path)} == set(names[:5])  # the fresh one is not settled yet
+        removed = remove_orphaned_segments(0, tmp_path)
+    assert sorted(removed) == sorted(["psm_orphan", "sem.mp-orphan", "verl_weights_orphan", "123-tp:0-[0-1]-cpushm_0"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["psm_fresh", "psm_mapped", "someone_elses"]
+    # created before the run started: not this run's
+    os.utime(tmp_path / "psm_mapped", (past, past))
+    assert remove_orphaned_segments(time.time() - 30, tmp_path) == []
