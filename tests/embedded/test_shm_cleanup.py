@@ -25,3 +25,17 @@ def test_removes_only_unused_segments_of_ours(tmp_path):
     # created before the run started: not this run's
     os.utime(tmp_path / "psm_mapped", (past, past))
     assert remove_orphaned_segments(time.time() - 30, tmp_path) == []
+
+
+def test_a_semaphore_mapped_under_its_temporary_name_is_in_use(tmp_path):
+    """glibc's sem_open maps a file under a temporary name, then links it to the real one and removes
+    the temporary: the mapping names a file that no longer exists; the inode is what matches."""
+    temporary, real = tmp_path / "sem.Xy12ab", tmp_path / "sem.mp-live"
+    temporary.write_bytes(b"\0" * 4096)
+    past = time.time() - 60
+    with open(temporary, "r+b") as f, mmap.mmap(f.fileno(), 4096):
+        os.link(temporary, real)
+        temporary.unlink()
+        os.utime(real, (past, past))
+        assert remove_orphaned_segments(0, tmp_path) == []
+    assert remove_orphaned_segments(0, tmp_path) == ["sem.mp-live"]

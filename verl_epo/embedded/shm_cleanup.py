@@ -61,8 +61,12 @@ def segments(since: float = 0.0, shm_dir: Path = SHM_DIR) -> list[Path]:
 
 
 def segments_in_use(shm_dir: Path = SHM_DIR) -> set[str]:
-    """Names under ``shm_dir`` that a live process maps (``/proc/*/maps``) or holds open."""
-    in_use: set[str] = set()
+    """Names under ``shm_dir`` whose file a live process maps (``/proc/*/maps``) or holds open.
+
+    Matched by inode, not by name: glibc's ``sem_open`` maps a semaphore under a temporary name and
+    then links it to its real one (``sem.mp-*``), so a live semaphore's mapping shows another name.
+    """
+    inodes: set[int] = set()
     prefix = str(shm_dir) + "/"
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -71,13 +75,19 @@ def segments_in_use(shm_dir: Path = SHM_DIR) -> set[str]:
             for line in (proc / "maps").read_text().splitlines():
                 fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
                 if len(fields) == 6 and fields[5].startswith(prefix):
-                    in_use.add(fields[5][len(prefix):].removesuffix(" (deleted)"))
+                    inodes.add(int(fields[4]))
             for fd in (proc / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith(prefix):
-                    in_use.add(target[len(prefix):])
-        except OSError:
+                if os.readlink(fd).startswith(prefix):
+                    inodes.add(os.stat(fd).st_ino)
+        except (OSError, ValueError):
             continue  # the process ended, or is not ours to read
+    in_use = set()
+    for entry in shm_dir.iterdir():
+        try:
+            if entry.stat().st_ino in inodes:
+                in_use.add(entry.name)
+        except OSError:
+            continue
     return in_use
 
 
