@@ -55,11 +55,11 @@ class VLLMBackend:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # as verl sets it for its rollout
         on_cpu = not torch.cuda.is_available()
         if on_cpu:
-            from verl_epo.embedded.vllm_cpu import ENV_DEFAULTS
+            from verl_epo.embedded.vllm_cpu import set_env_defaults
 
-            for key, value in ENV_DEFAULTS.items():
-                os.environ.setdefault(key, value)
+            set_env_defaults()
         from vllm import LLM
+
         self.concurrency = concurrency  # episodes in flight: each holds a game (a JVM for ScienceWorld)
         self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True,
                        **({"dtype": "float32", "enforce_eager": True} if on_cpu else {}))

@@ -69,8 +69,7 @@ def activate() -> None:
     os.environ[CPU_MODE_ENV_VAR] = "1"
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
     os.environ.setdefault("RAY_OVERRIDE_RESOURCES", json.dumps(ray_resource_overrides()))
-    for key, value in vllm_cpu.ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    vllm_cpu.set_env_defaults()
     vllm_cpu.apply_all()
     shm_cleanup.patch_ray_init()
     select_cpu_platform()

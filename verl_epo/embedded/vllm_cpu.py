@@ -28,6 +28,7 @@ import functools
 import importlib.abc
 import importlib.metadata
 import importlib.util
+import os
 import sys
 from typing import Any
 
@@ -40,6 +41,12 @@ ENV_DEFAULTS: dict[str, str] = {
     # don't pin OpenMP threads to cores: the FSDP workers and the games share the same few cores
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
 }
+
+
+def set_env_defaults() -> None:
+    """Set each of :data:`ENV_DEFAULTS` that is not set already (before vLLM is imported)."""
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 def _mark(fn: Any) -> Any:
