@@ -36,7 +36,7 @@ from typing import Any
 from env_adapters.base import TaskSpec, task_set
 from env_adapters.episode import EpisodeSettings, play_episode
 from env_adapters.evaluation.checkpoint import resolve_model
-from env_adapters.evaluation.engine import EpisodeCounter, VLLMBackend, episode_seed
+from env_adapters.evaluation.engine import EngineFailed, EpisodeCounter, VLLMBackend, episode_seed
 from env_adapters.evaluation.episode_log import (
     EPISODES_FILE,
     KEY_FIELDS,
@@ -129,6 +129,8 @@ async def play_job(job: Job, backend: Any, pool: GamePool, settings: EvalSetting
         result = await play_episode(game, job.task, policy, settings.episode_settings())
     finally:
         pool.release(game)
+    if isinstance(result.error, EngineFailed):
+        raise result.error  # not the episode's outcome: stop, so a rerun plays it again
     numbers = result.summary(settings.episode_settings())
     return {
         "set": job.set_name, "game": job.task.game, "task": job.task.task,

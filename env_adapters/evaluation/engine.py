@@ -33,6 +33,11 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], max_prompt_tokens
     return ids[-max_prompt_tokens:] if max_prompt_tokens else ids
 
 
+class EngineFailed(RuntimeError):
+    """vLLM's engine failed a generate call: the evaluation stops (an episode is never recorded as
+    lost because the engine, not the policy, failed)."""
+
+
 class EpisodeCounter:
     """What the policy saw in one episode: response tokens and texts (for the digest)."""
 
@@ -61,8 +66,12 @@ class VLLMBackend:
         from vllm import LLM
 
         self.concurrency = concurrency  # episodes in flight: each holds a game (a JVM for ScienceWorld)
-        self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True,
-                       **({"dtype": "float32", "enforce_eager": True} if on_cpu else {}))
+        # CPU: no chunked prefill. A prompt split across engine steps rewinds its request's seeded
+        # generator (gpu_model_runner._bookkeeping_sync: gen.set_offset), which a CPU generator
+        # refuses ("CPU Generator does not use offset"): any turn whose batch of prompts exceeded the
+        # token budget (4,096 tokens, e.g. 64 episodes of 100 tokens) killed the engine.
+        cpu = {"dtype": "float32", "enforce_eager": True, "enable_chunked_prefill": False}
+        self.llm = LLM(model=str(model_dir), seed=0, enable_prefix_caching=True, **(cpu if on_cpu else {}))
         self.tokenizer = self.llm.get_tokenizer()
         self.settings = settings
         self.pending: list[tuple[list[int], int, asyncio.Future]] = []
@@ -81,7 +90,12 @@ class VLLMBackend:
             params = [SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_response_tokens,
                                      seed=seed) for _, seed, _ in batch]
             prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _, _ in batch]
-            outputs = await asyncio.to_thread(self.llm.generate, prompts, params, use_tqdm=False)
+            try:
+                outputs = await asyncio.to_thread(self.llm.generate, prompts, params, use_tqdm=False)
+            except Exception as err:  # a dead engine: every waiting episode learns it, none waits forever
+                for _, _, future in batch:
+                    future.set_exception(EngineFailed(f"vLLM generate failed: {type(err).__name__}: {err}"))
+                return
         for (_, _, future), output in zip(batch, outputs, strict=True):
             future.set_result(list(output.outputs[0].token_ids))
 

