@@ -1,17 +1,18 @@
 """CPU mini-study: GRPO, + entropy bonus, + EPO (paper), + EPO (hold) on the synthetic game, 5 seeds.
 
-One command (2 CPU cores; about 3.5 hours with the defaults, 2 with ``--seeds 1 2 3``; ``--plan``
+One command (2 CPU cores; about 1.6-2.3 hours with the defaults, measured budget below; ``--plan``
 prints the estimate)::
 
     .venv/bin/python recipes/mini_study.py --out outputs/mini_study
 
 Built so that the method, not the warm start, decides:
 
-1. **Warm start until the rule is learned, per seed** (``recipes/study_warm_start.py``): the demo's
+1. **Warm start until sampled play wins, per seed** (``recipes/study_warm_start.py``): the demo's
    noisy-expert warm start for ``--warm-start-steps`` steps, then ``--warm-start-round`` more at a
-   time until greedy decoding reproduces at least ``--rule-threshold`` of the clean expert's turns on
-   the validation tasks (rule accuracy), or ``--warm-start-max`` steps are spent; a seed that never
-   gets there is reported and not trained. Every method of a seed starts from the same model.
+   time until the model wins at least ``--success-threshold`` of the validation episodes when
+   sampling at T = 1 (64 episodes, measured with ``env_adapters.evaluate``), or ``--warm-start-max``
+   steps are spent; a seed that never gets there is reported and not trained. Every method of a
+   seed starts from the same model.
 2. **Four methods** (Hydra overrides on ``recipes/cpu_synthetic.yaml``):
 
    | method | overrides |
@@ -60,22 +61,24 @@ METHODS: dict[str, list[str]] = {
     "grpo_epo_hold": ["++epo.band_mode=hold"],
 }
 DEFAULT_SEEDS = (1, 2, 3, 4, 5)
-DEFAULT_STEPS = 14
+DEFAULT_STEPS = 12
 DEFAULT_TEST_FREQ = 4
-DEFAULT_LAST_N = 3
+DEFAULT_LAST_N = 2
 
-# Budget model (seconds on the 2-core machine, measured with the vLLM CPU rollout: a 2-step smoke run of
-# this script took 291 s with 3 validations and nothing else running, 483 s beside a test run; its steps
-# took 16-21 s (rollout 6 s, 4 actor updates 9.5 s), a validation 10.5-12 s; a warm-start step 0.13 s).
-RUN_STARTUP_S = 230.0
-"""Ray and worker start-up (the vLLM CPU engine dominates), model load, shutdown: per training run."""
-STEP_S = 18.0
+# Budget model (seconds on the 2-core machine, vLLM CPU rollout, measured from the first study's runs'
+# train.log time stamps with little else running: Ray start to "ready to fit" 71 s, 14 steps with 5
+# validations 160 s, shutdown 14 s; a warm-start step 0.07-0.13 s; a sampled-success check of 64
+# episodes 62 s, most of it vLLM's start-up).
+RUN_STARTUP_S = 90.0
+"""Ray and worker start-up (the vLLM CPU engine dominates), model load, final checkpoint, shutdown."""
+STEP_S = 10.0
 """One GRPO step: rollout of 4 tasks x 4 episodes, old log-probs, 4 updates, weight sync."""
-VALIDATION_S = 11.0
+VALIDATION_S = 8.0
 """One validation pass over the 16 synthetic/val tasks."""
 WARM_START_STEP_S = 0.13
 """One supervised warm-start step (batch 8, one thread)."""
-RULE_CHECK_S = 10.0
+CHECK_S = 65.0
+"""One warm-start check: sampled success on 64 validation episodes, plus rule accuracy."""
 
 
 def run_dir(out: Path, method: str, seed: int) -> Path:
@@ -86,7 +89,7 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
 def warm_dir(out: Path, seed: int, plan: WarmStartPlan) -> Path:
     """One folder per (seed, warm-start plan): another plan never reuses a model made under this one."""
     return out / "shared" / (f"seed{seed}-warm{plan.first_steps}+{plan.round_steps}to{plan.max_steps}"
-                             f"-rule{plan.threshold:g}")
+                             f"-success{plan.threshold:g}")
 
 
 def is_complete(folder: Path) -> bool:
@@ -104,8 +107,8 @@ def estimate_seconds(runs: int, seeds: int, steps: int, test_freq: int, plan: Wa
     """The study's wall time by the budget model above: warm starts (best case: the first round
     learns; worst case: every round up to the maximum) plus the training runs."""
     rounds_max = 1 + (plan.max_steps - plan.first_steps) // plan.round_steps
-    warm_min = seeds * (plan.first_steps * WARM_START_STEP_S + RULE_CHECK_S)
-    warm_max = seeds * (plan.max_steps * WARM_START_STEP_S + rounds_max * RULE_CHECK_S)
+    warm_min = seeds * (plan.first_steps * WARM_START_STEP_S + CHECK_S)
+    warm_max = seeds * (plan.max_steps * WARM_START_STEP_S + rounds_max * CHECK_S)
     per_run = RUN_STARTUP_S + steps * STEP_S + validations(steps, test_freq) * VALIDATION_S
     return {"per_run": per_run, "runs": runs * per_run, "warm_min": warm_min, "warm_max": warm_max,
             "total_min": runs * per_run + warm_min, "total_max": runs * per_run + warm_max}
@@ -115,7 +118,7 @@ def print_plan(out: Path, runs: list[tuple[str, int]], seeds: list[int], steps: 
                plan: WarmStartPlan) -> dict[str, float]:
     for seed in seeds:
         print(f"{warm_dir(out, seed, plan)}: warm start {plan.first_steps} steps, then +{plan.round_steps} until "
-              f"rule accuracy >= {plan.threshold:g} (at most {plan.max_steps})")
+              f"sampled success >= {plan.threshold:g} (at most {plan.max_steps})")
     for method, seed in runs:
         print(f"{run_dir(out, method, seed)}: {' '.join(METHODS[method])}")
     budget = estimate_seconds(len(runs), len(seeds), steps, test_freq, plan)
@@ -140,7 +143,7 @@ def run_one(out: Path, method: str, seed: int, steps: int, test_freq: int, data:
     overrides = [*METHODS[method], f"trainer.test_freq={test_freq}",
                  f"trainer.experiment_name=mini-{method}-seed{seed}", *extra]
     info = {"method": method, "seed": seed, "steps": steps, "overrides": overrides, "model": warm["model"],
-            "warm_start_steps": warm["steps"], "rule_accuracy": warm["accuracy"], "status": "running",
+            "warm_start_steps": warm["steps"], "sampled_success": warm["sampled_success"], "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (folder / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     log(f"{folder.name}: training {steps} steps ({' '.join(overrides)})")
@@ -164,20 +167,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--test-freq", type=int, default=DEFAULT_TEST_FREQ, help="validate every N steps")
     p.add_argument("--last-n", type=int, default=DEFAULT_LAST_N, help="validation points averaged per run")
     p.add_argument("--warm-start-steps", type=int, default=defaults.first_steps,
-                   help="supervised steps before the first rule check")
+                   help="supervised steps before the first check")
     p.add_argument("--warm-start-round", type=int, default=defaults.round_steps,
-                   help="further supervised steps per round while the rule is not learned")
+                   help="further supervised steps per round while sampled success is below the threshold")
     p.add_argument("--warm-start-max", type=int, default=defaults.max_steps,
                    help="most supervised steps per seed; a seed still below the threshold is not trained")
-    p.add_argument("--rule-threshold", type=float, default=defaults.threshold,
-                   help="rule accuracy (clean expert turns reproduced by greedy decoding) that counts as learned")
+    p.add_argument("--success-threshold", type=float, default=defaults.threshold,
+                   help="sampled (T = 1) validation success of the warm-started model that counts as ready")
     p.add_argument("--plan", action="store_true", help="print the runs and the estimated budget, then exit")
     p.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")
     args = p.parse_args(argv)
     if args.steps < 1 or args.test_freq < 1 or args.last_n < 1:
         p.error("--steps, --test-freq and --last-n must be >= 1")
     try:
-        plan = WarmStartPlan(args.warm_start_steps, args.warm_start_round, args.warm_start_max, args.rule_threshold)
+        plan = WarmStartPlan(args.warm_start_steps, args.warm_start_round, args.warm_start_max, args.success_threshold)
     except ValueError as err:
         p.error(str(err))
     out = Path(args.out)
@@ -195,8 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
             warm = warm_start_until_learned(warm_dir(out, seed, plan), seed, plan)
             warm_starts[seed] = warm
             if not warm["learned"]:
-                log(f"seed {seed}: rule accuracy {warm['accuracy']:.2f} < {plan.threshold:g} after {warm['steps']} "
-                    "warm-start steps; not trained (reported)")
+                log(f"seed {seed}: sampled success {warm['sampled_success']:.3f} < {plan.threshold:g} after "
+                    f"{warm['steps']} warm-start steps; not trained (reported)")
                 continue
             for method in args.methods:
                 run_one(out, method, seed, args.steps, args.test_freq, data, extra, warm)

@@ -29,19 +29,19 @@ def test_plan_lists_every_run_and_builds_nothing(tmp_path, capsys):
 
 
 def test_budget_model_hand_values():
-    # 14 steps, validation at 0, 4, 8, 12 and the last step 14 -> 5 passes; 230 + 14·18 + 5·11 = 537 s a run
+    # 14 steps, validation at 0, 4, 8, 12 and the last step 14 -> 5 passes; 90 + 14·10 + 5·8 = 270 s a run
     assert mini_study.validations(14, 4) == 5 and mini_study.validations(12, 4) == 4
-    plan = WarmStartPlan(first_steps=1000, round_steps=250, max_steps=2000, threshold=0.9)
+    plan = WarmStartPlan(first_steps=1000, round_steps=250, max_steps=2000, threshold=0.15)
     budget = mini_study.estimate_seconds(runs=20, seeds=5, steps=14, test_freq=4, plan=plan)
-    assert budget["per_run"] == pytest.approx(537.0)
-    # warm starts: best 5 x (1000·0.13 + 10) = 700 s; worst 5 x (2000·0.13 + 5 checks·10) = 1550 s
-    assert (budget["warm_min"], budget["warm_max"]) == pytest.approx((700.0, 1550.0))
-    assert budget["total_max"] == pytest.approx(20 * 537 + 1550)
+    assert budget["per_run"] == pytest.approx(270.0)
+    # warm starts: best 5 x (1000·0.13 + 65) = 975 s; worst 5 x (2000·0.13 + 5 checks·65) = 2925 s
+    assert (budget["warm_min"], budget["warm_max"]) == pytest.approx((975.0, 2925.0))
+    assert budget["total_max"] == pytest.approx(20 * 270 + 2925)
 
 
 def test_warm_start_folder_depends_on_the_plan(tmp_path):
     a = mini_study.warm_dir(tmp_path, 1, WarmStartPlan())
-    assert a != mini_study.warm_dir(tmp_path, 1, WarmStartPlan(threshold=0.95))
+    assert a != mini_study.warm_dir(tmp_path, 1, WarmStartPlan(threshold=0.25))
     assert a != mini_study.warm_dir(tmp_path, 2, WarmStartPlan())
     with pytest.raises(ValueError, match="warm start plan"):
         WarmStartPlan(first_steps=4000, max_steps=3000)

@@ -66,8 +66,10 @@ def test_band_stats_hand_values(study):
 
 
 def test_study_report_tables_and_figure(study, tmp_path):
-    warm = {1: {"seed": 1, "steps": 1250, "accuracy": 0.97, "answer_loss": 0.61, "learned": True},
-            2: {"seed": 2, "steps": 3000, "accuracy": 0.40, "answer_loss": 0.80, "learned": False}}
+    warm = {1: {"seed": 1, "steps": 1250, "sampled_success": 0.203125, "accuracy": 0.97, "answer_loss": 0.61,
+                "learned": True},
+            2: {"seed": 2, "steps": 3000, "sampled_success": 0.0625, "accuracy": 0.40, "answer_loss": 0.80,
+                "learned": False}}
     result = study_report([study], tmp_path / "out", last_n=3, warm_starts=warm)
     by_method = {m["method"]: m for m in result["methods"]}
     # grpo: last 3 validation points 0.4, 0.6, 0.8 -> 0.6 and 0.2, 0.2, 0.2 -> 0.2; mean 0.4, std 0.2828
@@ -83,7 +85,7 @@ def test_study_report_tables_and_figure(study, tmp_path):
     assert seeds[2]["learned"] is False and seeds[2]["runs"] == 2
     text = (tmp_path / "out" / "study.md").read_text()
     assert "| grpo_epo | 1, 2 | 3.3 ± 4.7 | 2 of 2 (seed 1, 2) |" in text, text
-    assert "| 2 | 3000 | 0.40 | 0.800 | no | 0.0 | 2 |" in text, text
+    assert "| 2 | 3000 | 6.2 | 0.40 | 0.800 | no | 0.0 | 2 |" in text, text
     assert (tmp_path / "out" / "entropy_per_seed.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "results.md").is_file()  # the general report is written too
     saved = json.loads((tmp_path / "out" / "study.json").read_text())

@@ -14,7 +14,7 @@ too), then adds, per method over seeds:
 - **tokens above the band**: the fraction of a run's steps with any token above κ_r·H̄_ref
   (``epo/frac_above_band`` > 0) and the mean fraction of tokens above it, mean ± std over seeds;
 
-and per seed: the warm start (supervised steps, rule accuracy, answer loss, from the study's
+and per seed: the warm start (supervised steps, sampled success at T = 1, rule accuracy, answer loss, from the study's
 ``warm_start_check.json`` files) and the validation success of the warm-started model (each run's
 first validation point, before training; mean over the seed's runs). Files in ``DIR``:
 ``study.md``, ``study.json`` and ``entropy_per_seed.png`` (``plots.plot_entropy_per_seed``).
@@ -137,7 +137,8 @@ def seed_summary(runs: list[Run], warm_starts: dict[int, dict[str, Any]] | None 
             if points:
                 first.append(points[min(points)])
         record = warm_starts.get(seed, {})
-        rows.append({"seed": seed, "warm_start_steps": record.get("steps"), "rule_accuracy": record.get("accuracy"),
+        rows.append({"seed": seed, "warm_start_steps": record.get("steps"),
+                     "sampled_success": record.get("sampled_success"), "rule_accuracy": record.get("accuracy"),
                      "answer_loss": record.get("answer_loss"), "learned": record.get("learned"),
                      "initial_success": statistics.fmean(first) if first else None,
                      "runs": sum(r.seed == seed for r in runs)})
@@ -168,18 +169,22 @@ def to_markdown(methods: list[dict[str, Any]], seeds: list[dict[str, Any]], last
             runaway_text += f" (seed {', '.join(map(str, m['runaway_seeds']))})"
         lines.append(f"| {m['method']} | {', '.join(map(str, m['seeds']))} | {_pct(m['success'])} | {runaway_text} | "
                      f"{_pct(m['frac_steps_above'])} | {_pct(m['frac_tokens_above'])} |")
-    lines += ["", "| seed | warm-start steps | rule accuracy | answer loss | rule learned | validation success "
-              "before RL (%) | runs |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| seed | warm-start steps | sampled success at the check (%) | rule accuracy | answer loss | "
+              "ready | validation success before RL (%) | runs |", "|---|---|---|---|---|---|---|---|"]
     for s in seeds:
         initial = "–" if s["initial_success"] is None else f"{100 * s['initial_success']:.1f}"
         learned = "–" if s["learned"] is None else ("yes" if s["learned"] else "no")
-        lines.append(f"| {s['seed']} | {_num(s['warm_start_steps'], 'd')} | {_num(s['rule_accuracy'], '.2f')} | "
+        sampled = "–" if s["sampled_success"] is None else f"{100 * s['sampled_success']:.1f}"
+        lines.append(f"| {s['seed']} | {_num(s['warm_start_steps'], 'd')} | {sampled} | "
+                     f"{_num(s['rule_accuracy'], '.2f')} | "
                      f"{_num(s['answer_loss'], '.3f')} | {learned} | {initial} | {s['runs']} |")
     lines += ["", f"Success: mean ± sample std (ddof=1) over seeds of each run's mean over its last {last_n} "
               "validation points (never the best point). Entropy ran away: " + criterion.describe() + ". Steps "
               "with tokens above the band: a run's steps (from step 1, when H̄_ref exists) with any token above "
               "κ_r·H̄_ref; tokens above the band: a run's mean over steps of the fraction of its tokens above it; "
-              "both mean ± std over seeds. Rule accuracy: fraction of the clean expert's turns on the validation "
+              "both mean ± std over seeds. Sampled success at the check: the warm-started model's success at "
+              "T = 1 on 64 validation episodes (4 sampling seeds), the warm start's stopping criterion (ready: it "
+              "reached the threshold). Rule accuracy: fraction of the clean expert's turns on the validation "
               "tasks that greedy decoding of the warm-started model reproduces. Validation success before RL: "
               "each run's first validation point (the warm-started model), mean over the seed's runs."]
     return "\n".join(lines) + "\n"

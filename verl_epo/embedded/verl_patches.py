@@ -48,46 +48,52 @@ def patch_process_group_backend() -> None:
             module.initialize_global_process_group_ray = patched
 
 
-def patch_model_config() -> None:
-    """No flash-attn on CPU: sdpa attention and padded (not packed) sequences for every model."""
-    from verl.workers.config.model import HFModelConfig
-
-    original = HFModelConfig.__post_init__
+def _adjust_before_post_init(cls: type, adjust: Callable[[Any], None]) -> None:
+    """Run ``adjust(self)`` before ``cls.__post_init__`` (verl's configs validate and freeze there)."""
+    original = cls.__post_init__
     if _is_patched(original):
         return
 
     @functools.wraps(original)
     def __post_init__(self):
+        adjust(self)
+        original(self)
+
+    cls.__post_init__ = _mark(__post_init__)
+
+
+def patch_model_config() -> None:
+    """No flash-attn on CPU: sdpa attention and padded (not packed) sequences for every model."""
+    from verl.workers.config.model import HFModelConfig
+
+    def adjust(self) -> None:
         override = dict(self.override_config or {})
         if str(override.get("attn_implementation", "flash_attention_2")).startswith("flash"):
             override["attn_implementation"] = "sdpa"
         # BaseConfig freezes fields after construction; these two are set before verl reads them.
         object.__setattr__(self, "override_config", override)
         object.__setattr__(self, "use_remove_padding", False)
-        original(self)
 
-    HFModelConfig.__post_init__ = _mark(__post_init__)
+    _adjust_before_post_init(HFModelConfig, adjust)
+
+
+def _fsdp2(self) -> None:
+    if self.strategy == "fsdp":
+        object.__setattr__(self, "strategy", "fsdp2")  # see patch_fsdp_strategy
 
 
 def patch_fsdp_precision() -> None:
     """FSDP2, fp32 compute (no bf16 mixed precision unless asked for) and no torch.compile."""
     from verl.workers.config.engine import FSDPEngineConfig
 
-    original = FSDPEngineConfig.__post_init__
-    if _is_patched(original):
-        return
-
-    @functools.wraps(original)
-    def __post_init__(self):
-        if self.strategy == "fsdp":
-            object.__setattr__(self, "strategy", "fsdp2")  # see patch_fsdp_strategy
+    def adjust(self) -> None:
+        _fsdp2(self)
         if self.mixed_precision is None:
             object.__setattr__(self, "mixed_precision", dict(FP32_MIXED_PRECISION))
         # inductor needs a C++ toolchain and its compile time dwarfs a small model's step
         object.__setattr__(self, "use_torch_compile", False)
-        original(self)
 
-    FSDPEngineConfig.__post_init__ = _mark(__post_init__)
+    _adjust_before_post_init(FSDPEngineConfig, adjust)
 
 
 def patch_fsdp_strategy() -> None:
@@ -100,20 +106,7 @@ def patch_fsdp_strategy() -> None:
     from verl.workers.config.critic import FSDPCriticConfig
 
     for cls in (FSDPActorConfig, FSDPCriticConfig):
-        original = cls.__post_init__
-        if _is_patched(original):
-            continue
-
-        def make(original):
-            @functools.wraps(original)
-            def __post_init__(self):
-                if self.strategy == "fsdp":
-                    object.__setattr__(self, "strategy", "fsdp2")
-                original(self)
-
-            return _mark(__post_init__)
-
-        cls.__post_init__ = make(original)
+        _adjust_before_post_init(cls, _fsdp2)
 
 
 def patch_fsdp_offload_policy() -> None:
