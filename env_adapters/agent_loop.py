@@ -49,9 +49,9 @@ from verl.experimental.agent_loop.agent_loop import (
     register,
 )
 
-from env_adapters.base import TaskSpec, registered_games
+from env_adapters.base import TaskSpec
 from env_adapters.episode import EpisodeResult, EpisodeSettings, play_episode
-from env_adapters.game_pool import GamePool
+from env_adapters.game_pool import GamePool, GameSettings
 from verl_epo.config import register_config_check
 
 logger = logging.getLogger(__name__)
@@ -84,30 +84,18 @@ def task_from_row(kwargs: dict[str, Any]) -> TaskSpec:
     )
 
 
-def env_settings(config: Any) -> tuple[EpisodeSettings, dict[str, Any]]:
-    """EpisodeSettings and the remaining loop options from the ``env:`` section."""
+def env_settings(config: Any) -> tuple[EpisodeSettings, GameSettings]:
+    """The ``env:`` section as its two settings objects (episode, games); unknown keys are refused."""
     raw = config.get("env") if config is not None else None
     raw = OmegaConf.to_container(raw, resolve=True) if raw is not None else {}
-    names = {f.name for f in fields(EpisodeSettings)}
-    settings = EpisodeSettings(**{k: v for k, v in raw.items() if k in names})
-    options = {
-        "isolate": bool(raw.get("isolate", False)),
-        "step_timeout": float(raw.get("step_timeout", 60.0)),
-        "reset_timeout": float(raw.get("reset_timeout", 180.0)),
-        "games": raw.get("games", {}) or {},
-    }
-    unknown = set(raw) - names - set(options)
+    episode_keys = {f.name for f in fields(EpisodeSettings)}
+    game_keys = {f.name for f in fields(GameSettings)}
+    unknown = set(raw) - episode_keys - game_keys
     if unknown:
-        raise ValueError(f"unknown key(s) env.{sorted(unknown)}; valid: {sorted(names | set(options))}")
-    for key in ("step_timeout", "reset_timeout"):
-        if options[key] <= 0:
-            raise ValueError(f"env.{key}={options[key]} must be > 0 seconds")
-    known_games = set(registered_games())
-    for name, kwargs in options["games"].items():
-        if name not in known_games or not isinstance(kwargs, dict):
-            raise ValueError(f"env.games.{name} must name a registered game ({sorted(known_games)}) "
-                             "and map to its constructor arguments")
-    return settings, options
+        raise ValueError(f"unknown key(s) env.{sorted(unknown)}; valid: {sorted(episode_keys | game_keys)}")
+    game = {k: v for k, v in raw.items() if k in game_keys}
+    game["games"] = game.get("games") or {}
+    return EpisodeSettings(**{k: v for k, v in raw.items() if k in episode_keys}), GameSettings(**game)
 
 
 def sampling_key(kwargs: dict[str, Any]) -> str:
@@ -134,7 +122,7 @@ class TextGameAgentLoop(AgentLoopBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.settings, self.options = env_settings(self.config)
+        self.settings, self.game_settings = env_settings(self.config)
         self.response_length = self.rollout_config.response_length
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> list[AgentLoopOutput]:
@@ -192,10 +180,8 @@ class TextGameAgentLoop(AgentLoopBase):
 
     async def _play(self, task: TaskSpec, policy: Any) -> EpisodeResult:
         """One episode on a pooled game; a game that cannot even be made fails the episode."""
-        game_kwargs = dict(self.options["games"].get(task.game, {}))
         try:
-            game = POOL.acquire(task.game, game_kwargs, self.options["isolate"], self.options["step_timeout"],
-                                self.options["reset_timeout"])
+            game = POOL.acquire(task.game, self.game_settings)
         except Exception as err:  # e.g. a worker process or JVM that does not start
             return EpisodeResult(task=task, error=err, failure=f"{type(err).__name__} starting the game: {err}")
         try:

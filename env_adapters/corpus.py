@@ -17,19 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from env_adapters.base import TaskSpec, make_game, task_set, task_set_names
+from env_adapters.episode import INVALID_FORMAT
+from env_adapters.prompting import Turn, build_messages
 
-BOILERPLATE = [
-    "You are an agent in a text game. Read the task and the observation, then choose the next "
-    "action. Reply with exactly one action inside tags, for example: <action>look around</action>",
-    "Task:",
-    "Recent turns:",
-    "Turn 1: action: look around",
-    "Observation:",
-    "Turn 1 of 30. Current observation:",
-    "Admissible actions:",
-    "Your action (inside <action></action>):",
-    "Your action was invalid. Choose one of the admissible actions.",
-]
+
+def prompt_boilerplate() -> list[str]:
+    """The fixed text of every prompt, built by the functions the agent loop uses (one turn with a
+    past turn and an action list) and the game's invalid-action message: never retyped here."""
+    messages = build_messages(task="look around", observation="Observation:", history=[Turn("look around", "")],
+                              actions_text="look around", turn=1, max_turns=30)
+    return [m["content"] for m in messages] + [INVALID_FORMAT]
 
 
 def tasks_of(game: str) -> list[TaskSpec]:
@@ -77,7 +74,7 @@ def write_corpus(games: list[str], out: str | Path, episodes: int = 50, max_step
     if episodes < 1:
         raise ValueError(f"--episodes {episodes} must be >= 1")
     counts: dict[str, int] = {}
-    lines: list[str] = list(BOILERPLATE)
+    lines: list[str] = prompt_boilerplate()
     for name in games:
         try:
             game_lines = list(play_random(name, episodes, max_steps, seed))

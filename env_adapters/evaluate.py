@@ -29,7 +29,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from env_adapters.evaluation.episode_log import (
     read_episodes,
 )
 from env_adapters.evaluation.summary import format_summary, summarize
-from env_adapters.game_pool import GamePool
+from env_adapters.game_pool import GamePool, GameSettings
 from verl_epo.embedded.shm_cleanup import install_exit_cleanup
 
 __all__ = ["EPISODES_FILE", "KEY_FIELDS", "EvalSettings", "append_episode", "evaluate", "format_summary",
@@ -58,22 +58,21 @@ PAPER_TEMPERATURE = 0.4
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What decides an episode's outcome; a resumed evaluation must use the same values."""
+    """An evaluation's settings: generation, plus the training loop's own episode and game settings.
+
+    ``episode`` and ``game`` are the objects the ``env:`` section of a training recipe becomes
+    (``env_adapters.agent_loop.env_settings``), so their defaults are the training defaults.
+    """
 
     model: str
     temperature: float = PAPER_TEMPERATURE
     top_p: float = 1.0
-    max_turns: int = 30
-    history_turns: int = 3
-    parser: str = "strict"
-    success_reward: float = 10.0
-    invalid_penalty: float = 0.1
     max_response_tokens: int = 512
     """Per turn, as ``data.max_response_length`` in training."""
     max_prompt_tokens: int | None = None
     """Per turn; longer prompts are left-truncated as verl's agent loop does. None: no limit."""
-    game_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Constructor kwargs per game name (as ``env.games`` in training)."""
+    episode: EpisodeSettings = field(default_factory=EpisodeSettings)
+    game: GameSettings = field(default_factory=GameSettings)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -84,12 +83,11 @@ class EvalSettings:
             raise ValueError(f"--max-response-tokens {self.max_response_tokens} must be >= 1")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"--max-prompt-tokens {self.max_prompt_tokens} must be >= 1")
-        self.episode_settings()  # validates max_turns, history_turns, parser, penalty
 
-    def episode_settings(self) -> EpisodeSettings:
-        return EpisodeSettings(max_turns=self.max_turns, history_turns=self.history_turns,
-                               success_reward=self.success_reward,
-                               invalid_penalty=self.invalid_penalty, parser=self.parser)
+    def outcome_settings(self) -> dict[str, Any]:
+        """What decides an episode's outcome (a resumed evaluation must keep it): everything but the
+        game's crash protection (``isolate`` and its timeouts)."""
+        return {**asdict(self), "game": {"games": self.game.games}}
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -117,21 +115,19 @@ def plan(set_names: Iterable[str], seeds: Iterable[int], limit: int | None) -> l
     return jobs
 
 
-async def play_job(job: Job, backend: Any, pool: GamePool, settings: EvalSettings,
-                   isolation: tuple[bool, float, float]) -> dict[str, Any]:
-    """Play one episode and return its ``episodes.jsonl`` row. ``isolation``: (isolate, step timeout,
-    reset timeout), as the agent loop's ``env.isolate`` / ``step_timeout`` / ``reset_timeout``."""
+async def play_job(job: Job, backend: Any, pool: GamePool, settings: EvalSettings) -> dict[str, Any]:
+    """Play one episode and return its ``episodes.jsonl`` row."""
     counter = EpisodeCounter()
     policy = backend.policy(episode_seed(job.seed, job.index, job.task), counter)
-    game = pool.acquire(job.task.game, dict(settings.game_kwargs.get(job.task.game, {})), *isolation)
+    game = pool.acquire(job.task.game, settings.game)
     start = time.perf_counter()
     try:
-        result = await play_episode(game, job.task, policy, settings.episode_settings())
+        result = await play_episode(game, job.task, policy, settings.episode)
     finally:
         pool.release(game)
     if isinstance(result.error, EngineFailed):
         raise result.error  # not the episode's outcome: stop, so a rerun plays it again
-    numbers = result.summary(settings.episode_settings())
+    numbers = result.summary(settings.episode)
     return {
         "set": job.set_name, "game": job.task.game, "task": job.task.task,
         "variation": int(job.task.variation), "task_seed": int(job.task.seed), "task_index": job.index,
@@ -143,14 +139,13 @@ async def play_job(job: Job, backend: Any, pool: GamePool, settings: EvalSetting
     }
 
 
-async def run_jobs(jobs: list[Job], backend: Any, pool: GamePool, settings: EvalSettings,
-                   isolation: tuple[bool, float, float], path: Path,
+async def run_jobs(jobs: list[Job], backend: Any, pool: GamePool, settings: EvalSettings, path: Path,
                    progress: Any) -> None:
     slots = asyncio.Semaphore(backend.concurrency)
 
     async def one(job: Job) -> None:
         async with slots:
-            row = await play_job(job, backend, pool, settings, isolation)
+            row = await play_job(job, backend, pool, settings)
         append_episode(path, row)
         progress.update(1)
 
@@ -162,9 +157,7 @@ async def run_jobs(jobs: list[Job], backend: Any, pool: GamePool, settings: Eval
 
 
 def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str | Path,
-             settings: EvalSettings | None = None, limit: int | None = None,
-             isolate: bool = False, step_timeout: float = 60.0, reset_timeout: float = 180.0,
-             progress: bool = True,
+             settings: EvalSettings | None = None, limit: int | None = None, progress: bool = True,
              concurrency: int = 64) -> dict[str, Any]:
     """Evaluate ``model`` on ``set_names`` × ``seeds``; resume what ``out`` already holds.
 
@@ -184,7 +177,7 @@ def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str
     model_dir = resolve_model(model, out)
     settings = settings or EvalSettings(model=str(model_dir))
     if settings.model != str(model_dir):
-        settings = EvalSettings(**{**asdict(settings), "model": str(model_dir)})
+        settings = replace(settings, model=str(model_dir))
     check_resume(out, settings)
     path = out / EPISODES_FILE
     done = {episode_key(r) for r in read_episodes(path)}
@@ -196,8 +189,7 @@ def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="episodes", unit="ep",
                    disable=not progress, file=sys.stderr)
         try:
-            isolation = (isolate, step_timeout, reset_timeout)
-            asyncio.run(run_jobs(todo, runner, pool, settings, isolation, path, bar))
+            asyncio.run(run_jobs(todo, runner, pool, settings, path, bar))
         finally:
             bar.close()
             pool.close()
@@ -218,26 +210,32 @@ def evaluate(model: str | Path, set_names: list[str], seeds: list[int], out: str
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    eval_d, episode_d, game_d = EvalSettings(model=""), EpisodeSettings(), GameSettings()  # the defaults, once
     p = argparse.ArgumentParser(description="Evaluate a model on fixed, named task sets (resumable).")
     p.add_argument("model", help="Hugging Face model directory, or a verl checkpoint (global_step_N or its root)")
     p.add_argument("--set", dest="sets", nargs="+", required=True,
                    help="named evaluation set(s), e.g. sciworld/l0-test alfworld/valid-seen synthetic/val")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="sampling seeds (default 0 1 2)")
-    p.add_argument("--temperature", type=float, default=PAPER_TEMPERATURE,
+    p.add_argument("--temperature", type=float, default=eval_d.temperature,
                    help="sampling temperature (paper: 0.4; 0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-turns", type=int, default=30, help="turn limit per episode (paper: SW 30, ALF 50)")
-    p.add_argument("--history-turns", type=int, default=3, help="past turns in the prompt (as env.history_turns)")
-    p.add_argument("--parser", default="strict", help="action parser: strict or lenient (as env.parser)")
-    p.add_argument("--max-response-tokens", type=int, default=512, help="per turn (as data.max_response_length)")
-    p.add_argument("--max-prompt-tokens", type=int, default=None, help="per turn; longer prompts are left-truncated")
+    p.add_argument("--top-p", type=float, default=eval_d.top_p)
+    p.add_argument("--max-turns", type=int, default=episode_d.max_turns,
+                   help="turn limit per episode, as env.max_turns (paper: SW 30, ALF 50)")
+    p.add_argument("--history-turns", type=int, default=episode_d.history_turns,
+                   help="past turns in the prompt (as env.history_turns)")
+    p.add_argument("--parser", default=episode_d.parser, help="action parser: strict or lenient (as env.parser)")
+    p.add_argument("--max-response-tokens", type=int, default=eval_d.max_response_tokens,
+                   help="per turn (as data.max_response_length)")
+    p.add_argument("--max-prompt-tokens", type=int, default=eval_d.max_prompt_tokens,
+                   help="per turn; longer prompts are left-truncated")
     p.add_argument("--game-kwargs", default="{}",
                    help='kwargs per game as JSON (as env.games), e.g. {"sciworld": {"simplification": "easy"}}')
     p.add_argument("--limit", type=int, default=None, help="only the first N tasks of each set")
     p.add_argument("--concurrency", type=int, default=64, help="episodes played at once (one vLLM batch)")
-    p.add_argument("--isolate", action="store_true", help="run games in worker processes with a step timeout")
-    p.add_argument("--step-timeout", type=float, default=60.0)
-    p.add_argument("--reset-timeout", type=float, default=180.0,
+    p.add_argument("--isolate", action="store_true", help="run games in worker processes (as env.isolate)")
+    p.add_argument("--step-timeout", type=float, default=game_d.step_timeout,
+                   help="with --isolate: seconds per step (as env.step_timeout)")
+    p.add_argument("--reset-timeout", type=float, default=game_d.reset_timeout,
                    help="with --isolate: seconds per reset, a JVM may start (as env.reset_timeout)")
     p.add_argument("--out", required=True, help="output folder (episodes.jsonl, summary.json); reused to resume")
     p.add_argument("--no-progress", action="store_true")
@@ -247,12 +245,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         game_kwargs = json.loads(args.game_kwargs)
     except json.JSONDecodeError as err:
         p.error(f"--game-kwargs is not JSON ({err}); example: '{{\"sciworld\": {{\"simplification\": \"easy\"}}}}'")
-    settings = EvalSettings(model=str(args.model), temperature=args.temperature, top_p=args.top_p,
-                            max_turns=args.max_turns, history_turns=args.history_turns, parser=args.parser,
-                            max_response_tokens=args.max_response_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                            game_kwargs=game_kwargs)
+    settings = EvalSettings(
+        model=str(args.model), temperature=args.temperature, top_p=args.top_p,
+        max_response_tokens=args.max_response_tokens, max_prompt_tokens=args.max_prompt_tokens,
+        episode=replace(episode_d, max_turns=args.max_turns, history_turns=args.history_turns, parser=args.parser),
+        game=GameSettings(games=game_kwargs, isolate=args.isolate, step_timeout=args.step_timeout,
+                          reset_timeout=args.reset_timeout))
     summary = evaluate(args.model, args.sets, args.seeds, args.out, settings, limit=args.limit,
-                       isolate=args.isolate, step_timeout=args.step_timeout, reset_timeout=args.reset_timeout,
                        progress=not args.no_progress, concurrency=args.concurrency)
     print(format_summary(summary))
     print(f"summary: {Path(args.out) / SUMMARY_FILE}; episodes: {summary['episodes_file']}")

@@ -154,15 +154,17 @@ def recipe_env(game: DemoGame) -> dict:
 def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> dict[str, dict[str, float]]:
     """Success on the validation set, same episodes and seed, before and after training, with the
     recipe's game settings, at the training temperature (1.0) and the paper's evaluation temperature."""
+    from compose import compose_recipe
+
+    from env_adapters.agent_loop import env_settings
     from env_adapters.evaluate import PAPER_TEMPERATURE, EvalSettings, evaluate, format_summary
 
-    env = recipe_env(game)
+    episode, games = env_settings(compose_recipe(game.recipe))  # the recipe's env: section, as training reads it
     results = {}
     for temperature in (1.0, PAPER_TEMPERATURE):
         for name, path in [("before", model), ("after", out / "checkpoints")]:
-            settings = EvalSettings(model=str(path), temperature=temperature, max_turns=env["max_turns"],
-                                    history_turns=env["history_turns"], parser=env["parser"],
-                                    max_response_tokens=12, game_kwargs=env.get("games") or {})
+            settings = EvalSettings(model=str(path), temperature=temperature, max_response_tokens=12,
+                                    episode=episode, game=games)
             summary = evaluate(path, [game.val_set], [seed], out / f"eval_{name}_T{temperature}", settings=settings,
                                progress=False)
             log(f"evaluation {name} training, T={temperature}:\n{format_summary(summary)}")

@@ -61,7 +61,7 @@ async def replay(recipe: str, task_set_name: str, sample: int | None, policy_nam
     from env_adapters.episode import play_episode
     from env_adapters.expert import expert_policy
 
-    settings, options = env_settings(compose_recipe(recipe))
+    settings, game_settings = env_settings(compose_recipe(recipe))
     tasks = evenly_spaced(task_set(task_set_name), sample)
     games: dict[str, Any] = {}
     prompts: list[list[dict[str, str]]] = []
@@ -71,7 +71,7 @@ async def replay(recipe: str, task_set_name: str, sample: int | None, policy_nam
     try:
         for spec in tasks:
             if spec.game not in games:
-                games[spec.game] = make_game(spec.game, **options["games"].get(spec.game, {}))
+                games[spec.game] = make_game(spec.game, **game_settings.kwargs(spec.game))
             game = games[spec.game]
             rng = random.Random(f"{seed}|{spec.task}|{spec.variation}")
             policy = expert_policy(spec.game, game) if policy_name == "expert" else random_policy(game, rng)

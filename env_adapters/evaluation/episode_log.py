@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +57,7 @@ def append_episode(path: Path, row: dict[str, Any]) -> None:
 def check_resume(out: Path, settings: EvalSettings) -> None:
     """Refuse to mix episodes played with different settings in one output folder."""
     path = out / CONFIG_FILE
-    current = json.loads(json.dumps(asdict(settings)))
+    current = json.loads(json.dumps(settings.outcome_settings()))
     if path.exists():
         previous = json.loads(path.read_text())
         differ = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))

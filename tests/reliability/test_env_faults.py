@@ -32,13 +32,12 @@ class Loop:
     """The agent loop's per-episode path for one ``env:`` section, minus the LLM server."""
 
     def __init__(self, env: dict[str, Any]) -> None:
-        self.settings, self.options = env_settings(OmegaConf.create({"env": env}))
+        self.settings, self.game_settings = env_settings(OmegaConf.create({"env": env}))
         self.pool = GamePool()
         self.games: list[Any] = []
 
     def play(self, task, policy) -> tuple[EpisodeResult, Any, float]:
-        game = self.pool.acquire(task.game, dict(self.options["games"].get(task.game, {})),
-                                 self.options["isolate"], self.options["step_timeout"])
+        game = self.pool.acquire(task.game, self.game_settings)
         if game not in self.games:
             self.games.append(game)
         start = time.monotonic()
