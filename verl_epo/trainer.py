@@ -134,7 +134,7 @@ class EPOTrainer(PPOTrainerSync):
         self._pending: StepTerms | None = None
         self._fetches = (-1, 0)
         self._step_updates: int | None = None
-        print(f"[verl-epo] EPO settings: {json.dumps(self.epo.to_dict())}", flush=True)
+        logger.info("EPO settings: %s", json.dumps(self.epo.to_dict()))
 
     # ----- set-up -----------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -331,9 +331,5 @@ class EPOTrainer(PPOTrainerSync):
         if not os.path.isabs(folder):
             folder = os.path.join(os.getcwd(), folder)
         saved_step = self.epo_state.load(folder)
-        print(
-            f"[verl-epo] restored entropy history from {folder} (step {saved_step}, "
-            f"{self.epo_state.history.num_updates} entries, reference "
-            f"{self.epo_state.history.reference})",
-            flush=True,
-        )
+        logger.info("restored entropy history from %s (step %s, %s entries, reference %s)", folder, saved_step,
+                    self.epo_state.history.num_updates, self.epo_state.history.reference)
