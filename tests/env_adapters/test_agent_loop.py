@@ -1,4 +1,9 @@
-"""An exception inside a game, the episode loop or generation fails that episode, not the run.
+"""The ``text_game`` agent loop (``env_adapters/agent_loop.py``), built on verl's composed CPU recipe.
+
+What verl's v1 path gets from it: one output per turn with the episode's reward and outcome on
+each, sampling seeds that make validation replayable, prompt truncation counted, and failures
+kept inside their episode. An exception inside a game, the episode loop or generation fails that
+episode, not the run.
 
 verl's v1 agent-loop path retries a prompt whose agent loop raised, without end (a hang, not a
 failure), so the ``text_game`` loop must always return outputs. The game here is the real
@@ -161,6 +166,15 @@ def test_agent_loop_plays_a_healthy_game(tokenizer):
     info = outcome(outputs)
     assert info["success"] == 1.0 and info["env_failure"] == 0.0 and info["prompt_truncated"] == 0.0
     assert len(outputs) == info["turns"] and outputs[-1].reward_score == 10.0
+    # what verl's v1 path keys {uid}_{session}_{turn}: one output per turn, each a complete row
+    for turn, out in enumerate(outputs):
+        assert out.reward_score == 10.0 and out.extra_fields["reward_extra_info"] == info
+        assert out.response_mask == [1] * len(out.response_ids) and out.response_ids
+        prompt = tokenizer.decode(out.prompt_ids)
+        assert f"Turn {turn + 1} of 12." in prompt  # env.max_turns=12, the loop's own prompt
+        if turn:  # the previous turn's action is in this turn's history
+            previous = re.search(r"<action>(.*?)</action>", tokenizer.decode(outputs[turn - 1].response_ids))
+            assert f"Turn {turn}: action: {previous.group(1).strip()}" in prompt
 
 
 @pytest.mark.parametrize(("method", "at", "rows"), [("step", 3, 3), ("actions_prompt", 2, 1), ("reset", 1, 1)])
