@@ -18,15 +18,16 @@ class Turn:
     observation: str
 
 
-def user_message(
+def build_messages(
     task: str,
     observation: str,
     history: list[Turn],
     actions_text: str | None,
     turn: int,
     max_turns: int,
-) -> str:
-    """The user message of one turn: task, recent turns, current observation, valid actions.
+) -> list[dict[str, str]]:
+    """Chat messages for one turn, ready for the tokenizer's chat template: the system prompt, then
+    the user message (task, recent turns, current observation, valid actions).
 
     Args:
         task: the episode's goal.
@@ -48,25 +49,7 @@ def user_message(
     if actions_text:
         parts.append(f"Admissible actions:\n{actions_text.strip()}")
     parts.append("Your action (inside <action></action>):")
-    return "\n\n".join(parts)
-
-
-def build_messages(
-    task: str,
-    observation: str,
-    history: list[Turn],
-    actions_text: str | None,
-    turn: int,
-    max_turns: int,
-) -> list[dict[str, str]]:
-    """Chat messages for one turn (system + user), ready for the tokenizer's chat template."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {
-            "role": "user",
-            "content": user_message(task, observation, history, actions_text, turn, max_turns),
-        },
-    ]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
 def format_action(action: str) -> str:

@@ -124,16 +124,23 @@ def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 2,
     return model
 
 
+def save_model(model: Any, tokenizer: Any, out: str | Path, record_name: str, record: dict[str, Any]) -> Path:
+    """Save ``model`` and ``tokenizer`` to ``out`` (Hugging Face layout) with ``record`` as JSON in
+    ``out/record_name`` (how the model was made); returns ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    (out / record_name).write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
 def build_tiny_model(corpus: list[str | Path], out: str | Path, hidden: int = 64, layers: int = 2,
                      heads: int = 2, vocab_size: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Train the tokenizer, build the model, save both to ``out``; returns a summary dict."""
     start = time.perf_counter()
     tokenizer = train_tokenizer(read_corpus(corpus), vocab_size=vocab_size)
     model = build_model(tokenizer, hidden=hidden, layers=layers, heads=heads, seed=seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out)
-    model.save_pretrained(out)
     summary = {
         "out": str(out),
         "vocab_size": len(tokenizer),
@@ -144,7 +151,7 @@ def build_tiny_model(corpus: list[str | Path], out: str | Path, hidden: int = 64
         "seed": seed,
         "seconds": round(time.perf_counter() - start, 2),
     }
-    (out / "tiny_model.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_model(model, tokenizer, out, "tiny_model.json", summary)
     return summary
 
 

@@ -166,7 +166,7 @@ def _train(model_dir: str | Path, rows: Sequence[Messages], out_dir: str | Path,
            batch_size: int, seed: int, log_every: int) -> dict[str, Any]:
     import torch
 
-    from verl_epo.embedded.tiny_model import load_model_and_tokenizer
+    from verl_epo.embedded.tiny_model import load_model_and_tokenizer, save_model
 
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -207,13 +207,9 @@ def _train(model_dir: str | Path, rows: Sequence[Messages], out_dir: str | Path,
             print(f"warm start step {step}/{steps}: answer loss {mean:.4f} "
                   f"({time.perf_counter() - start:.1f} s)", flush=True)
             window = []
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
     stats = {
         "model": str(model_dir),
-        "out_dir": str(out),
+        "out_dir": str(out_dir),
         "steps": steps,
         "rows": len(examples),
         "batch_size": batch_size,
@@ -226,7 +222,7 @@ def _train(model_dir: str | Path, rows: Sequence[Messages], out_dir: str | Path,
         "loss_curve": curve,
         "seconds": round(time.perf_counter() - start, 2),
     }
-    (out / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+    save_model(model, tokenizer, out_dir, STATS_FILE, stats)
     return stats
 
 
