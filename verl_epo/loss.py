@@ -124,9 +124,15 @@ def epo_loss(
     weight = padded[WEIGHT_KEY].to(dtype)
     offsets = data[TURN_OFFSET_KEY]  # one value per row, stored [R, 1] (or nested, one value a row)
     turn_index = token_turn_index(padded["response_mask"], offsets.values() if offsets.is_nested else offsets)
+    missing = [key for key in (BETA_KEY, REFERENCE_KEY) if key not in data.keys()]
+    if missing:  # a silent default here once trained without the hinge and without β_k
+        raise RuntimeError(
+            f"the batch reached the loss without {missing}: the EPO trainer attaches them to the batch's "
+            "metadata in _update_actor; a hook that replaces the metadata after that drops them"
+        )
     reference_value = tu.get_non_tensor_data(data=data, key=REFERENCE_KEY, default=None)
     reference = reference_per_token(reference_value, turn_index).to(device=entropy.device, dtype=dtype)
-    beta = float(tu.get_non_tensor_data(data=data, key=BETA_KEY, default=1.0))
+    beta = float(tu.get_non_tensor_data(data=data, key=BETA_KEY, default=None))
     dp_size = int(data["dp_size"])
 
     objective, l_h, l_smooth = epo_terms(entropy, weight, reference, epo, beta)

@@ -195,6 +195,12 @@ class EPOTrainer(PPOTrainerSync):
         return max(1, rows // (int(actor.ppo_mini_batch_size) * int(self.config.actor_rollout_ref.rollout.n)))
 
     def _update_actor(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        if self._pending is not None:
+            # β_k and H̄_ref ride on the batch's metadata to the workers' loss. Attached here, just
+            # before the update: every TransferQueue put returns metadata rebuilt without them
+            # (tq.kv_batch_put; verl's advantage step does one), so set earlier they never arrived.
+            batch.extra_info[BETA_KEY] = self._pending.beta
+            batch.extra_info[REFERENCE_KEY] = self._pending.reference_value
         with self._mini_batches_of_this_step(self.config.actor_rollout_ref.actor, len(batch)):
             return super()._update_actor(batch, metrics)
 
@@ -249,8 +255,6 @@ class EPOTrainer(PPOTrainerSync):
             batch_size=len(batch),
         )
         tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
-        batch.extra_info[BETA_KEY] = terms.beta
-        batch.extra_info[REFERENCE_KEY] = terms.reference_value
         metrics.update(terms.metrics)
         metrics.update(self._env_metrics(batch, turns, active))
         self._pending = terms

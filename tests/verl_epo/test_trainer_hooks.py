@@ -80,6 +80,20 @@ class TransferQueueStore:
                 self.rows[key][name] = row
 
 
+SENT: list[dict] = []
+"""The metadata verl's actor update received, one dict per call (the stub below appends)."""
+
+
+def sent_to_the_update(trainer: EPOTrainer, meta: KVBatchMeta) -> dict:
+    """Run the step's hooks in verl's order (old log-probs, advantages, actor update); what reached
+    verl's actor update as the batch's metadata, which its workers hand to the loss."""
+    SENT.clear()
+    meta = trainer._compute_old_log_prob(meta, {})
+    meta = trainer._compute_advantage(meta, {})
+    trainer._update_actor(meta, {})
+    return SENT[-1]
+
+
 def make_trainer(epo: dict | None = None, step: int = 3) -> EPOTrainer:
     trainer = object.__new__(EPOTrainer)  # the real hooks, without Ray or workers
     trainer.config = compose_verl(["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
@@ -101,8 +115,12 @@ def step_batch(monkeypatch):
     keys = [k for k, _, _ in ROWS]
     store = TransferQueueStore(batch, keys)
     monkeypatch.setattr(trainer_module, "tq", store)
-    for hook in ("_compute_old_log_prob", "_compute_advantage"):
-        monkeypatch.setattr(PPOTrainerSync, hook, lambda self, meta, metrics: meta)
+    monkeypatch.setattr(PPOTrainerSync, "_compute_old_log_prob", lambda self, meta, metrics: meta)
+    # verl's advantage step ends with tq.kv_batch_put, which returns metadata rebuilt from the
+    # store: the keys and tags, not the extra_info the driver had set on the batch before
+    monkeypatch.setattr(PPOTrainerSync, "_compute_advantage", lambda self, meta, metrics: KVBatchMeta(
+        partition_id=meta.partition_id, keys=list(meta.keys), tags=list(meta.tags)))
+    monkeypatch.setattr(PPOTrainerSync, "_update_actor", lambda self, meta, metrics: SENT.append(dict(meta.extra_info)))
     tags = [{"status": "success", "seq_len": 8, **({"is_padding": True} if k in PADDING else {})} for k in keys]
     meta = KVBatchMeta(partition_id="train", keys=keys, tags=tags)
     return make_trainer, meta, store, batch
@@ -129,10 +147,6 @@ def test_old_log_prob_hook_sends_the_weights_offsets_and_the_steps_values(step_b
     assert offsets.shape == (rows, 1) and offsets.squeeze(1).tolist() == [0, 1, 2, 0, 0, 1, 0]
     assert torch.equal(token_turn_index(mask, offsets), turns.turn_index)
 
-    # β_k and H̄_ref travel as the values they are; the step written is never read, so never sent
-    assert meta.extra_info[BETA_KEY] == pytest.approx(1 + math.exp(-3.0 * 2 / 5))  # k = 2, K = 10
-    assert meta.extra_info[REFERENCE_KEY] == pytest.approx(1.2)
-    assert not {"epo_step", "epo_total_steps"} & set(meta.extra_info)
     assert metrics["epo/reference_entropy"] == pytest.approx(1.2)
     assert metrics["epo/turns_per_trajectory"] == pytest.approx(2.0)
     # env/*: one value per trajectory, from its last output (a: 1.0, a_1: 0.0, c: 0.0); padding left out
@@ -141,23 +155,31 @@ def test_old_log_prob_hook_sends_the_weights_offsets_and_the_steps_values(step_b
     assert trainer._pending is not None and trainer._pending.turns.traj_ids == turns.traj_ids
 
 
+def test_beta_and_reference_reach_the_actor_update_as_values(step_batch):
+    # they once were set on the metadata in the old-log-prob hook and lost at verl's advantage put:
+    # the workers' loss then trained without the hinge and with β_k = 1 (the driver's metrics looked right)
+    make, meta, _, _ = step_batch
+    sent = sent_to_the_update(make(), meta)
+    assert sent[BETA_KEY] == pytest.approx(1 + math.exp(-3.0 * 2 / 5))  # k = 2, K = 10
+    assert sent[REFERENCE_KEY] == pytest.approx(1.2)
+    assert not {"epo_step", "epo_total_steps"} & set(sent)  # written once, never read: not sent
+
+
 def test_per_turn_reference_travels_as_one_value_per_turn_index(step_batch):
     make, meta, store, _ = step_batch
     trainer = make({"reference": {"per_turn": True}})
     trainer.epo_state.turn_history.update({0: 0.5, 1: 0.9})
-    trainer._compute_old_log_prob(meta, {})
     # turn indices 0..2 are in the batch; index 2 was never recorded: the global reference 1.2
-    assert meta.extra_info[REFERENCE_KEY] == pytest.approx([0.5, 0.9, 1.2])
+    assert sent_to_the_update(trainer, meta)[REFERENCE_KEY] == pytest.approx([0.5, 0.9, 1.2])
 
 
 def test_step_zero_sends_no_reference(step_batch):
     make, meta, _, _ = step_batch
     trainer = make(step=1)
     trainer.epo_state = EPOState(trainer.epo)  # no history yet
-    metrics: dict = {}
-    trainer._compute_old_log_prob(meta, metrics)
-    assert meta.extra_info[REFERENCE_KEY] is None
-    assert meta.extra_info[BETA_KEY] == 2.0 and "epo/reference_entropy" not in metrics
+    sent = sent_to_the_update(trainer, meta)
+    assert REFERENCE_KEY in sent and sent[REFERENCE_KEY] is None
+    assert sent[BETA_KEY] == 2.0
 
 
 def test_advantage_hook_balances_trajectories_by_their_rows(step_batch):
