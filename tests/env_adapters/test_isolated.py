@@ -86,7 +86,7 @@ def test_killed_alfworld_worker_fails_the_episode_and_next_reset_works(alfworld)
     os.kill(first, signal.SIGKILL)  # a real kill of the engine process, mid-episode
     state = alfworld.step(plan[1])
     assert state.done and not state.won and not state.valid_action
-    assert "worker died" in state.info["failure"] and "SIGKILL" in state.info["failure"]
+    assert "worker died" in state.info["failure"] and "SIGKILL" in state.info["failure"], state.info
     assert alfworld.step("look").info["failure"]  # the episode stays failed
     assert alfworld.admissible_actions() is None and gone(first)
     state = alfworld.reset(spec.task)
