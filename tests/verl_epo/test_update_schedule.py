@@ -89,7 +89,7 @@ def make_trainer(epo: dict, critic: bool = False) -> tuple[EPOTrainer, Recording
     trainer = object.__new__(EPOTrainer)  # the real methods, without starting workers
     workers = RecordingWorkers()
     trainer.config, trainer.epo, trainer.use_critic = config, EPOConfig.from_dict(epo), critic
-    trainer.global_steps, trainer._step_updates = 1, None
+    trainer.global_steps, trainer._step_updates, trainer._pending = 1, None, None  # as __init__ sets them
     trainer.actor_rollout_wg = trainer.critic_wg = workers
     trainer.tokenizer = type("Tokenizer", (), {"eos_token_id": 0})()
     trainer.distillation_config = None
