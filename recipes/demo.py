@@ -23,6 +23,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from env_adapters.episode import EpisodeSettings
+    from env_adapters.game_pool import GameSettings
 
 RECIPES = Path(__file__).resolve().parent
 
@@ -63,7 +68,6 @@ def log(message: str) -> None:
 def prepare_model(game_name: str, game: DemoGame, out: Path, seed: int) -> Path:
     """Tiny model + tokenizer from game text, then a warm start on expert play."""
     from env_adapters.corpus import write_corpus
-    from env_adapters.episode import EpisodeSettings
     from env_adapters.expert import expert_rows, write_sft
     from verl_epo.embedded.tiny_model import build_tiny_model
     from verl_epo.embedded.warm_start import warm_start
@@ -77,10 +81,8 @@ def prepare_model(game_name: str, game: DemoGame, out: Path, seed: int) -> Path:
     log(f"corpus: {counts} lines of game text -> {corpus}")
     summary = build_tiny_model([corpus], out / "model_init", seed=seed)
     log(f"tiny model: {summary['parameters']:,} parameters, vocabulary {summary['vocab_size']}")
-    env = recipe_env(game)  # the expert's prompts are the agent loop's: same turn limit and history
-    rows, report = expert_rows(game.expert_set, EpisodeSettings(max_turns=env["max_turns"],
-                                                                history_turns=env["history_turns"]),
-                               explore=game.expert_explore, seed=seed)
+    episode, _ = recipe_settings(game)  # the expert's prompts are the agent loop's: same turn limit and history
+    rows, report = expert_rows(game.expert_set, episode, explore=game.expert_explore, seed=seed)
     write_sft(rows, out / "expert")
     noisy = f", {game.expert_explore:.0%} of moves random" if game.expert_explore else ""
     log(f"expert data: {len(rows)} turns from {report.won} won episodes of {game.expert_set}{noisy}")
@@ -143,23 +145,21 @@ def print_new_steps(path: Path, seen: int) -> int:
     return len(rows)
 
 
-def recipe_env(game: DemoGame) -> dict:
-    """The ``env:`` section of the game's recipe, composed as verl's launcher composes it."""
+def recipe_settings(game: DemoGame) -> tuple[EpisodeSettings, GameSettings]:
+    """The game recipe's ``env:`` section as training reads it: (EpisodeSettings, GameSettings)."""
     from compose import compose_recipe
-    from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(compose_recipe(game.recipe).env, resolve=True)
+    from env_adapters.agent_loop import env_settings
+
+    return env_settings(compose_recipe(game.recipe))
 
 
 def evaluate_before_after(game: DemoGame, model: Path, out: Path, seed: int) -> dict[str, dict[str, float]]:
     """Success on the validation set, same episodes and seed, before and after training, with the
     recipe's game settings, at the training temperature (1.0) and the paper's evaluation temperature."""
-    from compose import compose_recipe
-
-    from env_adapters.agent_loop import env_settings
     from env_adapters.evaluate import PAPER_TEMPERATURE, EvalSettings, evaluate, format_summary
 
-    episode, games = env_settings(compose_recipe(game.recipe))  # the recipe's env: section, as training reads it
+    episode, games = recipe_settings(game)
     results = {}
     for temperature in (1.0, PAPER_TEMPERATURE):
         for name, path in [("before", model), ("after", out / "checkpoints")]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from demo import GAMES, log, prepare_model, recipe_env
+from demo import GAMES, log, prepare_model, recipe_settings
 
 GAME = "synthetic"
 RULE_SET = "synthetic/val"
@@ -62,12 +62,10 @@ class WarmStartPlan:
 
 def rule_rows(seed: int) -> list[list[dict[str, str]]]:
     """The clean expert's turns on ``RULE_SET`` as chat rows (prompt messages + the expert's answer)."""
-    from env_adapters.episode import EpisodeSettings
     from env_adapters.expert import expert_rows
 
-    env = recipe_env(GAMES[GAME])
-    rows, _ = expert_rows(RULE_SET, EpisodeSettings(max_turns=env["max_turns"], history_turns=env["history_turns"]),
-                          explore=0.0, seed=seed)
+    episode, _ = recipe_settings(GAMES[GAME])
+    rows, _ = expert_rows(RULE_SET, episode, explore=0.0, seed=seed)
     return [row["messages"] for row in rows]
 
 
@@ -106,11 +104,11 @@ def rule_accuracy(model_dir: str | Path, rows: list[list[dict[str, str]]], batch
 def sampled_success(model_dir: Path, out: Path) -> float:
     """Success at T = 1 on ``RULE_SET`` x ``CHECK_SEEDS``, with the recipe's game settings, played by
     ``env_adapters.evaluate`` in a subprocess (its vLLM engine and memory are gone when it returns)."""
-    env = recipe_env(GAMES[GAME])
+    episode, games = recipe_settings(GAMES[GAME])
     cmd = [sys.executable, "-m", "env_adapters.evaluate", str(model_dir), "--set", RULE_SET,
-           "--seeds", *map(str, CHECK_SEEDS), "--temperature", "1.0", "--max-turns", str(env["max_turns"]),
-           "--history-turns", str(env["history_turns"]), "--parser", env["parser"],
-           "--max-response-tokens", "12", "--game-kwargs", json.dumps(env.get("games") or {}),
+           "--seeds", *map(str, CHECK_SEEDS), "--temperature", "1.0", "--max-turns", str(episode.max_turns),
+           "--history-turns", str(episode.history_turns), "--parser", episode.parser,
+           "--max-response-tokens", "12", "--game-kwargs", json.dumps(games.games),
            "--out", str(out), "--no-progress"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
