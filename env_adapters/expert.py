@@ -114,12 +114,27 @@ def expert_policy(game_name: str, game: TextGame, explore: float = 0.0,
 class ExpertReport:
     """What one expert run produced."""
 
-    episodes: int = 0
-    won: int = 0
-    turns: int = 0
-    rows: int = 0
+    won_turns: list[int] = field(default_factory=list)
+    """Turn count of each episode the expert completed; only these give training rows."""
     lost: list[dict[str, Any]] = field(default_factory=list)
+    """One record per episode not completed: its task and why."""
+    rows: int = 0
+    """SFT rows written (one per turn of a completed episode)."""
     seconds: float = 0.0
+    """Wall-clock time of the run."""
+
+    @property
+    def won(self) -> int:
+        return len(self.won_turns)
+
+    @property
+    def episodes(self) -> int:
+        return self.won + len(self.lost)
+
+    @property
+    def turns(self) -> int:
+        """Turns of the completed episodes."""
+        return sum(self.won_turns)
 
     def counts(self) -> dict[str, Any]:
         return {"episodes": self.episodes, "won": self.won, "not_won": len(self.lost),
@@ -148,7 +163,6 @@ async def _play_all(tasks: list[TaskSpec], settings: EpisodeSettings, game_kwarg
             game = games[spec.game]
             rng = random.Random(f"{seed}|{spec.game}|{spec.task}|{spec.variation}|{spec.seed}")
             policy = expert_policy(spec.game, game, explore=explore, rng=rng)
-            report.episodes += 1
             result = await play_episode(game, spec, policy, settings)
             if isinstance(result.error, PlanExhausted):
                 report.lost.append({**spec.to_row(), "reason": str(result.error)})
@@ -157,9 +171,8 @@ async def _play_all(tasks: list[TaskSpec], settings: EpisodeSettings, game_kwarg
                 reason = result.failure or f"not won after {len(result.turns)} turns (max_turns={settings.max_turns})"
                 report.lost.append({**spec.to_row(), "reason": reason})
                 continue
-            report.won += 1
-            report.turns += len(result.turns)
-            rows += episode_rows(result, report.won - 1, set_name)
+            rows += episode_rows(result, report.won, set_name)
+            report.won_turns.append(len(result.turns))
     finally:
         for game in games.values():
             game.close()

@@ -159,8 +159,7 @@ class IsolatedGame(TextGame):
         self._lock = threading.Lock()
         self._in_episode = False
         self._failure = ""  # why the current episode was ended by a fault
-        self._task_description = ""
-        self._task_type = ""
+        self._labels = {"task_description": "", "task_type": ""}  # the game's, read at reset
         self._started = False
         self.restarts = 0  # workers started after the first (each one replaced a failed worker)
         _register_cleanup(self)
@@ -253,9 +252,8 @@ class IsolatedGame(TextGame):
                         self._start()
                     state = self._request("call", "reset", (task, variation, seed),
                                           self.reset_timeout)
-                    self._task_description = self._request("get", "task_description", (),
-                                                            self.step_timeout)
-                    self._task_type = self._request("get", "task_type", (), self.step_timeout)
+                    self._labels = {name: self._request("get", name, (), self.step_timeout)
+                                    for name in self._labels}
                 except (_WorkerFault, GameWorkerError) as fault:
                     self._kill()
                     reasons.append(str(fault))
@@ -299,11 +297,11 @@ class IsolatedGame(TextGame):
 
     @property
     def task_description(self) -> str:
-        return self._task_description
+        return self._labels["task_description"]
 
     @property
     def task_type(self) -> str:
-        return self._task_type
+        return self._labels["task_type"]
 
     def admissible_actions(self) -> list[str] | None:
         return self._query("call", "admissible_actions")

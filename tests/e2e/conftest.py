@@ -14,10 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
-
-from verl_epo.embedded.shm_cleanup import segments, segments_in_use
+from run_watch import assert_nothing_left
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
@@ -77,32 +75,8 @@ def run_training(setup: dict, out: Path, recipe: str = "cpu_synthetic", override
     if proc.returncode != 0:
         tail = (out / "train.log").read_text()[-6000:]
         raise AssertionError(f"training failed (exit {proc.returncode}); log tail:\n{tail}")
-    assert_nothing_left(tag, started)
+    assert_nothing_left(MARKER, tag, started, CLEAN_BOUND)
     return [json.loads(line) for line in metrics.read_text().splitlines()]
-
-
-def run_processes(tag: str) -> list[psutil.Process]:
-    """Live processes whose environment carries ``MARKER=tag`` (Ray's, vLLM's, the games')."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(MARKER) == tag and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def assert_nothing_left(tag: str, started: float) -> None:
-    """No process of the run outlives it, and no /dev/shm segment created since it started is
-    left that no live process uses (a concurrent run's segments are in use, so never counted)."""
-    deadline = time.monotonic() + CLEAN_BOUND
-    while (left := run_processes(tag)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not left, "processes outlived the run: " + "; ".join(" ".join(p.cmdline())[:120] for p in left)
-    in_use = segments_in_use()
-    orphans = [p.name for p in segments(started) if p.name not in in_use]
-    assert not orphans, f"the run left shared-memory segments in /dev/shm: {orphans}"
 
 
 @pytest.fixture(scope="session")

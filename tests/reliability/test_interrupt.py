@@ -24,8 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from verl_epo.embedded.shm_cleanup import segments, segments_in_use
+from run_watch import assert_nothing_left, describe, run_processes
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = "VERL_EPO_RELIABILITY_RUN"
@@ -48,28 +47,6 @@ def sciworld_inputs(tmp_path_factory):
     data = build_dataset(root / "data", train_set="sciworld/l0-train-small", val_set="sciworld/l0-test-small",
                          limit=2)
     return {"root": root, "model": root / "model", **data}
-
-
-def run_processes(tag: str) -> list[psutil.Process]:
-    """Live processes whose environment carries ``MARKER=tag``."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(MARKER) == tag and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def describe(procs: list[psutil.Process]) -> list[str]:
-    out = []
-    for proc in procs:
-        try:
-            out.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
-        except psutil.Error:
-            out.append(f"{proc.pid} (gone)")
-    return out
 
 
 def _cmdline(proc: psutil.Process) -> str:
@@ -105,33 +82,27 @@ def test_interrupted_training_leaves_no_orphans(sig, sciworld_inputs):
         deadline = time.monotonic() + START_BOUND
         while True:
             assert trainer.poll() is None, f"training ended early: {(out / 'train.log').read_text()[-4000:]}"
-            procs = run_processes(tag)
+            procs = run_processes(MARKER, tag)
             workers = [p for p in procs if GAME_WORKER in _cmdline(p)]
             jvms = [p for p in procs if "py4j.GatewayServer" in _cmdline(p)]
             if workers and jvms:
                 break
-            assert time.monotonic() < deadline, f"no episodes after {START_BOUND} s:\n" + "\n".join(describe(procs))
+            assert time.monotonic() < deadline, f"no episodes after {START_BOUND} s:\n" + describe(procs)
             time.sleep(1)
         time.sleep(2)  # a few turns into the episodes
-        before = run_processes(tag)
+        before = run_processes(MARKER, tag)
         trainer.send_signal(sig)
         try:
             trainer.wait(timeout=EXIT_BOUND)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the trainer did not exit within {EXIT_BOUND} s of {sig.name}")
-        deadline = time.monotonic() + CLEAN_BOUND
-        while (left := run_processes(tag)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not left, (f"{len(left)} of the run's {len(before)} processes outlived it by {CLEAN_BOUND} s after "
-                          f"{sig.name}:\n" + "\n".join(describe(left)))
-        in_use = segments_in_use()
-        orphans = [p.name for p in segments(started) if p.name not in in_use]
-        assert not orphans, f"the run left shared-memory segments in /dev/shm after {sig.name}: {orphans}"
+        assert_nothing_left(MARKER, tag, started, CLEAN_BOUND,
+                            after=f"{sig.name} to the trainer ({len(before)} processes before it)")
     finally:
         if trainer.poll() is None:
             trainer.kill()
             trainer.wait()
-        for proc in run_processes(tag):  # never leave them to other tests, even on failure
+        for proc in run_processes(MARKER, tag):  # never leave them to other tests, even on failure
             try:
                 proc.kill()
             except psutil.NoSuchProcess:

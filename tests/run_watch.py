@@ -1,0 +1,49 @@
+"""Test helper: find the processes of one training run and check that it left nothing behind.
+
+A test starts the run with ``{marker: tag}`` in its environment; every process it spawns (Ray's,
+vLLM's, the games') inherits it, so the run's processes are exactly those that carry it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+from verl_epo.embedded.shm_cleanup import segments, segments_in_use
+
+
+def run_processes(marker: str, tag: str) -> list[psutil.Process]:
+    """Live processes whose environment carries ``marker=tag``."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(marker) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def describe(procs: list[psutil.Process]) -> str:
+    """One line per process: pid and command line."""
+    lines = []
+    for proc in procs:
+        try:
+            lines.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
+        except psutil.Error:
+            lines.append(f"{proc.pid} (gone)")
+    return "\n".join(lines)
+
+
+def assert_nothing_left(marker: str, tag: str, started: float, bound: float, after: str = "the run") -> None:
+    """Within ``bound`` seconds no process of the run is alive, and no /dev/shm segment created
+    since ``started`` (epoch seconds) is left that no live process uses (a concurrent run's
+    segments are in use, so never counted)."""
+    deadline = time.monotonic() + bound
+    while (left := run_processes(marker, tag)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"{len(left)} processes outlived {after} by {bound} s:\n{describe(left)}"
+    in_use = segments_in_use()
+    orphans = [p.name for p in segments(started) if p.name not in in_use]
+    assert not orphans, f"{after} left shared-memory segments in /dev/shm: {orphans}"
