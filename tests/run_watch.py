@@ -1,4 +1,5 @@
-"""Test helper: find the processes of one training run and check that it left nothing behind.
+"""Test helpers: find the processes of one training run, check that it left nothing behind, and
+read which weight-sync socket it used.
 
 A test starts the run with ``{marker: tag}`` in its environment; every process it spawns (Ray's,
 vLLM's, the games') inherits it, so the run's processes are exactly those that carry it.
@@ -6,7 +7,9 @@ vLLM's, the games') inherits it, so the run's processes are exactly those that c
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import psutil
 
@@ -47,3 +50,16 @@ def assert_nothing_left(marker: str, tag: str, started: float, bound: float, aft
     in_use = segments_in_use()
     orphans = [p.name for p in segments(started) if p.name not in in_use]
     assert not orphans, f"{after} left shared-memory segments in /dev/shm: {orphans}"
+
+
+def weight_sync_socket(out: Path) -> str:
+    """The weight-sync socket a finished run used (from its log), checked to be named the same on
+    the trainer side and the vLLM side, with this Ray cluster's token before the job id."""
+    log = (out / "train.log").read_text()
+    sender = set(re.findall(r"weight-sync socket \(trainer side\): (\S+)", log))
+    receiver = set(re.findall(r"weight-sync socket job id \(vLLM side\): (\S+)", log))
+    assert len(sender) == 1 and len(receiver) == 1, f"one socket per side expected: {sender} {receiver}"
+    (path,), (job,) = sender, receiver
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", job), f"no cluster token in the vLLM side's job id {job}"
+    assert f"rl-colocate-zmq-{job}-replica-" in path, f"the two sides disagree: {path} vs job id {job}"
+    return path

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from run_watch import assert_nothing_left
+from run_watch import assert_nothing_left, weight_sync_socket
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
@@ -76,6 +76,7 @@ def run_training(setup: dict, out: Path, recipe: str = "cpu_synthetic", override
         tail = (out / "train.log").read_text()[-6000:]
         raise AssertionError(f"training failed (exit {proc.returncode}); log tail:\n{tail}")
     assert_nothing_left(MARKER, tag, started, CLEAN_BOUND)
+    weight_sync_socket(out)
     return [json.loads(line) for line in metrics.read_text().splitlines()]
 
 

@@ -7,6 +7,7 @@ import math
 import shutil
 
 import pytest
+from run_watch import weight_sync_socket
 
 EPO_KEYS = ["epo/beta", "epo/trajectory_entropy", "epo/smooth_penalty", "epo/frac_above_band",
             "epo/frac_below_band", "epo/batch_entropy"]
@@ -43,7 +44,8 @@ def test_grpo_epo_trains_end_to_end(straight_run):
 
 
 def test_resume_restores_entropy_history_and_step(straight_run, tiny_setup, train):
-    """2 steps + resume from the step-2 checkpoint + 2 steps == 4 straight steps."""
+    """2 steps + resume from the step-2 checkpoint + 2 steps == 4 straight steps. Two Ray clusters,
+    both with job id 01000000: their weight-sync sockets differ all the same."""
     straight, rows = straight_run
     resumed = tiny_setup["root"] / "resumed"
     (resumed / "ckpt").mkdir(parents=True)
@@ -51,6 +53,7 @@ def test_resume_restores_entropy_history_and_step(straight_run, tiny_setup, trai
     (resumed / "ckpt" / "latest_checkpointed_iteration.txt").write_text("2")
     resumed_rows = train(tiny_setup, resumed, overrides=["trainer.total_training_steps=4", "trainer.save_freq=2"])
     assert [r["step"] for r in resumed_rows] == [3, 4]
+    assert weight_sync_socket(resumed) != weight_sync_socket(straight)
     log = (resumed / "train.log").read_text()
     assert "restored entropy history" in log
     # the history of steps 1-2 came back from the checkpoint: same reference at step 3
@@ -112,3 +115,25 @@ def test_tensor_parallel_two_over_two_fsdp_ranks(tiny_setup, train):
     for row in rows:
         assert math.isfinite(row["data"]["actor/pg_loss"])
         assert row["data"]["training/rollout_log_probs_diff_max"] < 1e-3  # synced across both shards
+
+
+@pytest.mark.slow  # two trainings at once on 2 cores, about 4 minutes
+def test_two_trainings_at_once_keep_their_own_weights(tiny_setup, train):
+    """Two local Ray clusters on one host both number their first job 01000000, which is all verl
+    puts in its weight-sync socket name. With models of different shapes, a weight sync through
+    the other run's socket fails the run (vocab_parallel_embedding's weight_loader asserts)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from verl_epo.embedded.tiny_model import build_tiny_model
+
+    root = tiny_setup["root"] / "concurrent"
+    wide = {**tiny_setup, "model": root / "wide-model"}
+    build_tiny_model([tiny_setup["root"] / "corpus.txt"], wide["model"], hidden=64, layers=2, heads=2,
+                     vocab_size=400)
+    steps = ["trainer.total_training_steps=3", "trainer.save_freq=-1"]
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(train, setup, root / name, overrides=steps)
+                for name, setup in (("narrow", tiny_setup), ("wide", wide))]
+        rows = [run.result() for run in runs]
+    assert [[r["step"] for r in run_rows] for run_rows in rows] == [[1, 2, 3], [1, 2, 3]]
+    assert weight_sync_socket(root / "narrow") != weight_sync_socket(root / "wide")

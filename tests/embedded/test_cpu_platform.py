@@ -55,9 +55,9 @@ import verl
 import verl_epo.embedded as embedded
 from verl.workers.config.model import HFModelConfig
 import sys
-from verl_epo.embedded.vllm_cpu import _PatchOnImport
+from verl_epo.embedded.import_hooks import PatchFinder
 assert not embedded.is_active()
-assert not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path)
+assert not any(isinstance(finder, PatchFinder) for finder in sys.meta_path)
 assert not getattr(HFModelConfig.__post_init__, "_verl_epo_cpu", False)
 print("DEFAULT-OK")
 """

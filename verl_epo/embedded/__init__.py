@@ -20,7 +20,11 @@ What :func:`activate` does (each item is one obstacle stock verl or vLLM hits on
 8. adds ``training/rollout_log_probs_diff_{max,mean}`` to verl's rollout-vs-actor metrics;
 9. loads a critic's value model with sdpa (verl hard-codes flash-attention there);
 10. the process that starts Ray removes the run's orphaned /dev/shm segments at exit
-    (:mod:`.shm_cleanup`).
+    (:mod:`.shm_cleanup`);
+11. the weight-sync socket is named per Ray cluster, so two trainings on one host keep apart
+    (:func:`.verl_patches.patch_weight_sync_socket`).
+
+Patches of modules most processes never import wait for that import (:mod:`.import_hooks`).
 
 Every environment default is a ``setdefault``: a value already set wins. The recipe still names
 the rollout (``vllm``) and its CPU settings (``recipes/base/cpu.yaml``).

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from verl_epo.embedded.import_hooks import after_import
+
 logger = logging.getLogger(__name__)
 
 CPU_BACKEND = "cpu:gloo"
@@ -183,6 +185,67 @@ def patch_value_model_attention() -> None:
     model_utils.load_valuehead_model = _mark(load_valuehead_model)
 
 
+SOCKET_PREFIX = "ipc:///tmp/rl-colocate-zmq-"
+RAY_JOB_ENV = "VERL_RAY_JOB_ID"
+SENDER_MODULE = "verl.workers.rollout.vllm_rollout.vllm_rollout"
+RECEIVER_MODULE = "verl.workers.rollout.vllm_rollout.vllm_async_server"
+
+
+def cluster_token() -> str:
+    """This Ray node's id, short: new for every local Ray cluster, the same for every process of
+    one node (and the socket is a file on that node)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12]
+
+
+def _wrap_init(cls: type, after: Callable[[Any], None]) -> None:
+    original = cls.__init__
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        after(self)
+
+    cls.__init__ = _mark(__init__)
+
+
+def _sender_socket(module: Any) -> None:
+    def per_cluster(adapter: Any) -> None:
+        adapter.zmq_handle = adapter.zmq_handle.replace(SOCKET_PREFIX, f"{SOCKET_PREFIX}{cluster_token()}-", 1)
+        logger.info("weight-sync socket (trainer side): %s", adapter.zmq_handle)
+
+    _wrap_init(module.ServerAdapter, per_cluster)
+
+
+def _receiver_socket(module: Any) -> None:
+    import os
+
+    def per_cluster(_server: Any) -> None:  # before the server starts vLLM's worker processes
+        os.environ[RAY_JOB_ENV] = f"{cluster_token()}-{os.environ[RAY_JOB_ENV]}"
+        logger.info("weight-sync socket job id (vLLM side): %s", os.environ[RAY_JOB_ENV])
+
+    _wrap_init(module.vLLMHttpServer, per_cluster)
+
+
+def patch_weight_sync_socket() -> None:
+    """One weight-sync socket per Ray cluster, not per Ray job id.
+
+    verl names the socket through which the trainer sends new weights to its colocated vLLM
+    worker ``/tmp/rl-colocate-zmq-{ray job id}-replica-{r}-rank-{k}.sock``: the sender in
+    ``ServerAdapter.__init__`` (``vllm_rollout.py``), the receiver from ``VERL_RAY_JOB_ID``, which
+    ``vLLMHttpServer.__init__`` (``vllm_async_server.py``) exports to vLLM's workers
+    (``vllm_rollout/utils.py::_get_zmq_handle``). Every local Ray cluster numbers its first job
+    ``01000000``, so two trainings on one machine bind the same path: one engine loads the other
+    run's weights (an error when the shapes differ, silently when they match), or both hang. Both
+    names get :func:`cluster_token` in front of the job id.
+    """
+    after_import(SENDER_MODULE, _sender_socket)
+    after_import(RECEIVER_MODULE, _receiver_socket)
+
+
 def apply_all() -> None:
     patch_process_group_backend()
     patch_model_config()
@@ -191,3 +254,4 @@ def apply_all() -> None:
     patch_fsdp_offload_policy()
     patch_logprob_gap_metrics()
     patch_value_model_attention()
+    patch_weight_sync_socket()

