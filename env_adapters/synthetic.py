@@ -16,8 +16,16 @@ the default ``corridor-6``, 17-25% over ``synthetic/train``; measured in
 ``tests/env_adapters/test_synthetic.py``), which GRPO needs to see groups that mix successes and
 failures.
 
-Determinism: the layout (signs, doors) depends only on (N, variation); the room descriptions only
-on the seed. The same (task, variation, seed) always plays the same game.
+Task ``cascade-N`` (not in the corridor's training sets) is the failure EPO is about: an early
+commitment that looks good and fails late. Room 1 is a fork: its sign points one way and "a dark
+passage" leads another. The sign starts a lure branch that looks like any corridor (rooms 2..N,
+signs to follow) and ends at a bricked-up exit after the last room: the episode is lost. Only the
+passage leads to the end. A policy that has learned "follow the sign" (the corridor's expert)
+loses every cascade episode, and only after N turns; the game's own expert takes the passage.
+The task description says that a sign may lead to a dead end.
+
+Determinism: the layout (signs, doors, the fork) depends only on (task kind, N, variation); the
+room descriptions only on the seed. The same (task, variation, seed) always plays the same game.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ DIRECTIONS = ("north", "south", "east", "west")
 OPEN_DOOR = "open door"
 DEFAULT_LENGTH = 6
 MIN_LENGTH, MAX_LENGTH = 2, 100
-_TASK_RE = re.compile(r"^corridor(?:-(\d+))?$")
+CORRIDOR, CASCADE = "corridor", "cascade"
+_TASK_RE = re.compile(r"^(corridor|cascade)(?:-(\d+))?$")
 
 _PLACES = (
     "a dusty hall",
@@ -57,21 +66,22 @@ def _rng(*parts: object) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def parse_length(task: str) -> int:
-    """The corridor length named by a task (``"corridor-8"`` -> 8, ``"corridor"`` -> default)."""
+def parse_task(task: str) -> tuple[str, int | None]:
+    """The kind and length a task names (``"cascade-8"`` -> ("cascade", 8), ``"corridor"`` ->
+    ("corridor", None): the game's default length)."""
     match = _TASK_RE.match(task.strip()) if isinstance(task, str) else None
     if match is None:
         raise ValueError(
-            f"unknown synthetic task {task!r}; use 'corridor-N' with N the number of rooms "
-            f"(e.g. 'corridor-8'), or 'corridor' for {DEFAULT_LENGTH} rooms"
+            f"unknown synthetic task {task!r}; use 'corridor-N' or 'cascade-N' with N the number "
+            f"of rooms (e.g. 'corridor-8'), or 'corridor' for {DEFAULT_LENGTH} rooms"
         )
-    length = int(match.group(1)) if match.group(1) else DEFAULT_LENGTH
-    if not MIN_LENGTH <= length <= MAX_LENGTH:
+    length = int(match.group(2)) if match.group(2) else None
+    if length is not None and not MIN_LENGTH <= length <= MAX_LENGTH:
         raise ValueError(
             f"corridor length {length} in task {task!r} is out of range; "
             f"use {MIN_LENGTH}..{MAX_LENGTH} rooms (the game is designed for 5..50)"
         )
-    return length
+    return match.group(1), length
 
 
 def length_bucket(length: int) -> str:
@@ -83,23 +93,34 @@ def length_bucket(length: int) -> str:
 
 @dataclass(frozen=True)
 class Room:
-    """One room: where its sign points, whether a door blocks that exit, how it looks."""
+    """One room: where its sign points, whether a door blocks that exit, how it looks, and (at a
+    cascade's fork) where the unmarked passage leads."""
 
     sign: str
     door: bool
     place: str
+    passage: str = ""
 
 
-def build_layout(length: int, variation: int, seed: int, door_prob: float) -> list[Room]:
-    """The corridor for (length, variation), described with words drawn from ``seed``."""
-    layout_rng = _rng("corridor-layout", length, variation)
+def build_layout(length: int, variation: int, seed: int, door_prob: float,
+                 kind: str = CORRIDOR) -> tuple[list[Room], list[Room]]:
+    """The rooms for (kind, length, variation), described with words drawn from ``seed``:
+    (the way to the end, the cascade's lure branch: rooms 2..N, empty for a corridor)."""
+    layout_rng = _rng("corridor-layout", length, variation) if kind == CORRIDOR else \
+        _rng("cascade-layout", length, variation)
     words_rng = _rng("corridor-words", seed)
-    rooms = []
-    for _ in range(length):
+
+    def room() -> Room:
         sign = layout_rng.choice(DIRECTIONS)
         door = layout_rng.random() < door_prob
-        rooms.append(Room(sign=sign, door=door, place=words_rng.choice(_PLACES)))
-    return rooms
+        return Room(sign=sign, door=door, place=words_rng.choice(_PLACES))
+
+    rooms = [room() for _ in range(length)]
+    if kind == CORRIDOR:
+        return rooms, []
+    passage = layout_rng.choice([d for d in DIRECTIONS if d != rooms[0].sign])
+    rooms[0] = Room(sign=rooms[0].sign, door=False, place=rooms[0].place, passage=passage)
+    return rooms, [room() for _ in range(length - 1)]
 
 
 def normalize_action(action: object) -> str:
@@ -130,6 +151,9 @@ class CorridorGame(TextGame):
         self.step_factor = float(step_factor)
         self.door_prob = float(door_prob)
         self._rooms: list[Room] = []
+        self._lure: list[Room] = []  # a cascade's lure branch (rooms 2..N)
+        self._on_lure = False
+        self._kind = CORRIDOR
         self._pos = 0
         self._door_open = False
         self._steps = 0
@@ -140,11 +164,11 @@ class CorridorGame(TextGame):
 
     # --- episode -------------------------------------------------------------------------
     def reset(self, task: str = "corridor", variation: int = 0, seed: int = 0) -> GameState:
-        length = parse_length(task)
-        if task.strip() == "corridor":
-            length = self.default_length
+        self._kind, named = parse_task(task)
+        length = named or self.default_length
         self._length = length
-        self._rooms = build_layout(length, int(variation), int(seed), self.door_prob)
+        self._rooms, self._lure = build_layout(length, int(variation), int(seed), self.door_prob, self._kind)
+        self._on_lure = False
         self._pos = 0
         self._door_open = False
         self._steps = 0
@@ -173,28 +197,38 @@ class CorridorGame(TextGame):
         return GameState(text, done=self._done, won=self._won, valid_action=valid,
                          score=self._score(), info=self._info())
 
+    def _room(self) -> Room:
+        return self._lure[self._pos - 1] if self._on_lure else self._rooms[self._pos]
+
     def _apply(self, act: str) -> str:
-        room = self._rooms[self._pos]
+        room = self._room()
         if act == OPEN_DOOR:
             self._door_open = True
             return f"You open the door to the {room.sign}."
         direction = act.split()[1]
-        if direction != room.sign:
+        if direction not in (room.sign, room.passage):
             return f"You walk {direction}, but the passage loops back. {self._describe()}"
-        if room.door and not self._door_open:
+        if direction == room.sign and room.door and not self._door_open:
             return f"The door to the {direction} is closed. {self._describe()}"
+        if room.passage:  # a cascade's fork: the sign starts the lure branch
+            self._on_lure = direction == room.sign
         self._pos += 1
         self._door_open = False
         if self._pos == self._length:
             self._done = True
+            if self._on_lure:
+                return "Behind the last exit the way is bricked up: a dead end. The game is over."
             self._won = True
             return "You step through the last exit and reach the end of the corridor. You win!"
         return f"You walk {direction}. {self._describe()}"
 
     # --- views ---------------------------------------------------------------------------
     def _describe(self) -> str:
-        room = self._rooms[self._pos]
-        text = f"Room {self._pos + 1} of {self._length}: {room.place}. A sign points {room.sign}."
+        room = self._room()
+        text = f"Room {self._pos + 1} of {self._length}: {room.place}."
+        if room.passage:  # before the sign: a model that copies the last direction named takes the lure
+            text += f" A dark passage leads {room.passage}."
+        text += f" A sign points {room.sign}."
         if room.door:
             state = "open" if self._door_open else "closed"
             text += f" The door to the {room.sign} is {state}."
@@ -210,12 +244,17 @@ class CorridorGame(TextGame):
 
     @property
     def task_description(self) -> str:
+        if self._kind == CASCADE:
+            return (f"Walk through a corridor of {self._length} rooms to its end. Signs show a way, "
+                    f"but one may lead to a dead end; open a closed door first.")
         return (f"Walk through a corridor of {self._length} rooms to its end. "
                 f"In each room, go the way the sign points; open a closed door first.")
 
     @property
     def task_type(self) -> str:
-        return length_bucket(self._length) if self._length else ""
+        if not self._length:
+            return ""
+        return CASCADE if self._kind == CASCADE else length_bucket(self._length)
 
     @property
     def max_steps(self) -> int:
@@ -226,16 +265,19 @@ class CorridorGame(TextGame):
         if self._done or not self._rooms:
             return []
         actions = [f"go {d}" for d in DIRECTIONS]
-        room = self._rooms[self._pos]
+        room = self._room()
         if room.door and not self._door_open:
             actions.append(OPEN_DOOR)
         return actions
 
     def expert_action(self) -> str:
-        """The optimal action now: open a closed door on the way, else follow the sign."""
+        """The optimal action now: at a cascade's fork take the passage; else open a closed door on
+        the way, else follow the sign."""
         if self._done or not self._rooms:
             raise RuntimeError("expert_action() needs a running episode; call reset() first")
-        room = self._rooms[self._pos]
+        room = self._room()
+        if room.passage:
+            return f"go {room.passage}"
         if room.door and not self._door_open:
             return OPEN_DOOR
         return f"go {room.sign}"
@@ -243,13 +285,13 @@ class CorridorGame(TextGame):
 
 # --- fixed task sets ------------------------------------------------------------------------
 def _corridor_tasks(lengths: list[int], per_length: int, first_variation: int,
-                    first_seed: int) -> list[TaskSpec]:
+                    first_seed: int, kind: str = CORRIDOR) -> list[TaskSpec]:
     tasks = []
     for length in lengths:
         for i in range(per_length):
-            tasks.append(TaskSpec(game="synthetic", task=f"corridor-{length}",
+            tasks.append(TaskSpec(game="synthetic", task=f"{kind}-{length}",
                                   variation=first_variation + i, seed=first_seed + i,
-                                  task_type=length_bucket(length)))
+                                  task_type=CASCADE if kind == CASCADE else length_bucket(length)))
     return tasks
 
 
@@ -269,3 +311,15 @@ def val_tasks() -> list[TaskSpec]:
 def long_tasks() -> list[TaskSpec]:
     """16 long-horizon tasks (20, 30, 40, 50 rooms) for entropy-dynamics runs and evaluation."""
     return _corridor_tasks([20, 30, 40, 50], per_length=4, first_variation=2000, first_seed=2000)
+
+
+@register_task_set("synthetic/cascade-train")
+def cascade_train_tasks() -> list[TaskSpec]:
+    """64 cascade tasks (5-8 rooms, variations 0-15): a fork whose sign leads to a dead end."""
+    return _corridor_tasks([5, 6, 7, 8], per_length=16, first_variation=0, first_seed=0, kind=CASCADE)
+
+
+@register_task_set("synthetic/cascade-val")
+def cascade_val_tasks() -> list[TaskSpec]:
+    """16 held-out cascade tasks of the same lengths (variations and seeds from 1000)."""
+    return _corridor_tasks([5, 6, 7, 8], per_length=4, first_variation=1000, first_seed=1000, kind=CASCADE)

@@ -34,7 +34,10 @@ Each run goes to ``<out>/<method>-seed<N>/`` (``metrics.jsonl``, ``train.log``, 
 final checkpoint); finished runs (``run.json`` status ``complete``) and finished warm starts are
 skipped, so an interrupted study resumes run by run. Options: ``--methods``, ``--seeds``,
 ``--steps``, ``--test-freq``, ``--last-n``, ``--plan`` (print the runs and the estimated budget,
-build nothing), ``--report-only``; anything after ``--`` goes to every training run as Hydra overrides.
+build nothing), ``--report-only``, ``--train-set`` / ``--val-set`` (RL on other task sets; the warm
+start and its check stay on the corridor: ``synthetic/cascade-train`` / ``synthetic/cascade-val`` ask
+whether a method escapes the rule it was taught); anything after ``--`` goes to every training run as
+Hydra overrides.
 """
 
 from __future__ import annotations
@@ -92,6 +95,14 @@ def warm_dir(out: Path, seed: int, plan: WarmStartPlan) -> Path:
                              f"-success{plan.threshold:g}")
 
 
+def data_dir(out: Path, train_set: str, val_set: str) -> Path:
+    """``<out>/shared/data`` for the game's own sets, ``data-<train>-<val>`` for others."""
+    game = GAMES[GAME]
+    if (train_set, val_set) == (game.train_set, game.val_set):
+        return out / "shared" / "data"
+    return out / "shared" / ("data-" + "-".join(name.replace("/", "_") for name in (train_set, val_set)))
+
+
 def is_complete(folder: Path) -> bool:
     info = folder / "run.json"
     return info.is_file() and json.loads(info.read_text()).get("status") == "complete" and (
@@ -143,6 +154,7 @@ def run_one(out: Path, method: str, seed: int, steps: int, test_freq: int, data:
     overrides = [*METHODS[method], f"trainer.test_freq={test_freq}",
                  f"trainer.experiment_name=mini-{method}-seed{seed}", *extra]
     info = {"method": method, "seed": seed, "steps": steps, "overrides": overrides, "model": warm["model"],
+            "train_files": str(data["train"]), "val_files": str(data["val"]),
             "warm_start_steps": warm["steps"], "sampled_success": warm["sampled_success"], "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (folder / "run.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -174,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="most supervised steps per seed; a seed still below the threshold is not trained")
     p.add_argument("--success-threshold", type=float, default=defaults.threshold,
                    help="sampled (T = 1) validation success of the warm-started model that counts as ready")
+    p.add_argument("--train-set", default=GAMES[GAME].train_set, help="task set RL trains on")
+    p.add_argument("--val-set", default=GAMES[GAME].val_set, help="task set RL validates on")
     p.add_argument("--plan", action="store_true", help="print the runs and the estimated budget, then exit")
     p.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")
     args = p.parse_args(argv)
@@ -192,8 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.report_only:
         from env_adapters.dataset import build_dataset
 
-        game = GAMES[GAME]
-        data = build_dataset(out / "shared" / "data", train_set=game.train_set, val_set=game.val_set)
+        data = build_dataset(data_dir(out, args.train_set, args.val_set), train_set=args.train_set,
+                             val_set=args.val_set)
         for seed in args.seeds:
             warm = warm_start_until_learned(warm_dir(out, seed, plan), seed, plan)
             warm_starts[seed] = warm

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from env_adapters import make_game, task_set
-from env_adapters.synthetic import CorridorGame, parse_length
+from env_adapters.synthetic import CorridorGame, parse_task
 
 
 def play(game, policy, task="corridor", variation=0, seed=0):
@@ -124,7 +124,7 @@ def test_step_after_done_is_harmless():
 
 def test_bad_task_names_and_settings_are_explained():
     with pytest.raises(ValueError, match="corridor-N"):
-        parse_length("maze-3")
+        parse_task("maze-3")
     with pytest.raises(ValueError, match="out of range"):
         CorridorGame().reset("corridor-1000")
     with pytest.raises(ValueError, match="step_factor"):
@@ -144,3 +144,40 @@ def test_task_sets_fixed_and_disjoint():
     for spec in val:
         game.reset(spec.task, spec.variation, spec.seed)
         assert game.task_type == spec.task_type
+
+
+def follow_the_sign(game):
+    """The corridor's rule, which the warm start teaches: open a closed door, else follow the sign."""
+    room = game._room()
+    return "open door" if room.door and not game._door_open else f"go {room.sign}"
+
+
+def test_cascade_lure_fails_late_and_only_the_passage_wins():
+    game = CorridorGame()
+    for spec in task_set("synthetic/cascade-val"):
+        length = int(spec.task.split("-")[1])
+        state = game.reset(spec.task, spec.variation, spec.seed)
+        lure_move = follow_the_sign(game)
+        assert "A dark passage leads" in state.observation and "dead end" in game.task_description
+        assert game.task_type == "cascade"
+        lured, trace = play(game, follow_the_sign, spec.task, spec.variation, spec.seed)
+        moves = sum(a != "open door" for _, a in trace)
+        assert not lured.won and lured.done and moves == length, "the lure ends only after the last room"
+        assert "dead end" in lured.observation
+        won, trace = play(game, CorridorGame.expert_action, spec.task, spec.variation, spec.seed)
+        assert won.won and trace[0][1] != lure_move
+
+
+def test_cascade_random_play_sometimes_wins_and_corridors_are_unchanged():
+    game = CorridorGame()
+    tasks = task_set("synthetic/cascade-train")
+    wins = [play(game, random_policy(i), t.task, t.variation, t.seed)[0].won for i, t in enumerate(tasks)]
+    rate = sum(wins) / len(wins)
+    print(f"random-admissible success on synthetic/cascade-train: {rate:.3f}")
+    assert 0.02 <= rate <= 0.4
+    # a cascade's rooms are their own layout; the corridor of the same (N, variation) is as before
+    cascade = CorridorGame()
+    cascade.reset("cascade-6", 3, 3)
+    game.reset("corridor-6", 3, 3)
+    assert [r.sign for r in game._rooms] != [r.sign for r in cascade._rooms]
+    assert not any(r.passage for r in game._rooms) and game._lure == []

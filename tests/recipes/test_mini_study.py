@@ -47,6 +47,14 @@ def test_warm_start_folder_depends_on_the_plan(tmp_path):
         WarmStartPlan(first_steps=4000, max_steps=3000)
 
 
+def test_other_task_sets_get_their_own_data_folder(tmp_path):
+    """The study's own data stays where finished studies have it; the cascade sets do not reuse it."""
+    assert mini_study.data_dir(tmp_path, "synthetic/train", "synthetic/val") == tmp_path / "shared" / "data"
+    cascade = mini_study.data_dir(tmp_path, "synthetic/cascade-train", "synthetic/cascade-val")
+    assert cascade.parent == tmp_path / "shared" and cascade.name != "data"
+    assert cascade != mini_study.data_dir(tmp_path, "synthetic/cascade-train", "synthetic/val")
+
+
 @pytest.mark.parametrize("method", list(mini_study.METHODS))
 def test_method_overrides_give_the_intended_epo_settings(method):
     config = compose.compose_recipe("cpu_synthetic", [*mini_study.METHODS[method], "trainer.test_freq=4"])
