@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
+import uuid
 
 import pytest
 from run_watch import weight_sync_socket
@@ -118,10 +120,12 @@ def test_tensor_parallel_two_over_two_fsdp_ranks(tiny_setup, train):
 
 
 @pytest.mark.slow  # two trainings at once on 2 cores, about 4 minutes
-def test_two_trainings_at_once_keep_their_own_weights(tiny_setup, train):
+def test_two_trainings_at_once_keep_their_own_weights(tiny_setup, train, nothing_left):
     """Two local Ray clusters on one host both number their first job 01000000, which is all verl
     puts in its weight-sync socket name. With models of different shapes, a weight sync through
-    the other run's socket fails the run (vocab_parallel_embedding's weight_loader asserts)."""
+    the other run's socket fails the run (vocab_parallel_embedding's weight_loader asserts), but only
+    if their syncs overlap: with the fix switched off, both runs once finished. The check that the
+    two runs used different socket names fails without the fix every time."""
     from concurrent.futures import ThreadPoolExecutor
 
     from verl_epo.embedded.tiny_model import build_tiny_model
@@ -131,9 +135,13 @@ def test_two_trainings_at_once_keep_their_own_weights(tiny_setup, train):
     build_tiny_model([tiny_setup["root"] / "corpus.txt"], wide["model"], hidden=64, layers=2, heads=2,
                      vocab_size=400)
     steps = ["trainer.total_training_steps=3", "trainer.save_freq=-1"]
+    tags = {"narrow": uuid.uuid4().hex, "wide": uuid.uuid4().hex}
+    started = time.time()
     with ThreadPoolExecutor(2) as pool:
-        runs = [pool.submit(train, setup, root / name, overrides=steps)
+        runs = [pool.submit(train, setup, root / name, overrides=steps, tag=tags[name])
                 for name, setup in (("narrow", tiny_setup), ("wide", wide))]
         rows = [run.result() for run in runs]
     assert [[r["step"] for r in run_rows] for run_rows in rows] == [[1, 2, 3], [1, 2, 3]]
     assert weight_sync_socket(root / "narrow") != weight_sync_socket(root / "wide")
+    for tag in tags.values():
+        nothing_left(tag, started)
