@@ -84,8 +84,11 @@ def parse_task(task: str) -> tuple[str, int | None]:
     return match.group(1), length
 
 
-def length_bucket(length: int) -> str:
-    """The task type used for per-type metrics: short (<=6 rooms), medium (<=15), long."""
+def task_type_of(kind: str, length: int) -> str:
+    """The task type used for per-type metrics: ``cascade``, or a corridor's length bucket: short
+    (<=6 rooms), medium (<=15), long."""
+    if kind == CASCADE:
+        return CASCADE
     if length <= 6:
         return "short"
     return "medium" if length <= 15 else "long"
@@ -106,8 +109,7 @@ def build_layout(length: int, variation: int, seed: int, door_prob: float,
                  kind: str = CORRIDOR) -> tuple[list[Room], list[Room]]:
     """The rooms for (kind, length, variation), described with words drawn from ``seed``:
     (the way to the end, the cascade's lure branch: rooms 2..N, empty for a corridor)."""
-    layout_rng = _rng("corridor-layout", length, variation) if kind == CORRIDOR else \
-        _rng("cascade-layout", length, variation)
+    layout_rng = _rng(f"{kind}-layout", length, variation)
     words_rng = _rng("corridor-words", seed)
 
     def room() -> Room:
@@ -252,9 +254,7 @@ class CorridorGame(TextGame):
 
     @property
     def task_type(self) -> str:
-        if not self._length:
-            return ""
-        return CASCADE if self._kind == CASCADE else length_bucket(self._length)
+        return task_type_of(self._kind, self._length) if self._length else ""
 
     @property
     def max_steps(self) -> int:
@@ -291,7 +291,7 @@ def _corridor_tasks(lengths: list[int], per_length: int, first_variation: int,
         for i in range(per_length):
             tasks.append(TaskSpec(game="synthetic", task=f"{kind}-{length}",
                                   variation=first_variation + i, seed=first_seed + i,
-                                  task_type=CASCADE if kind == CASCADE else length_bucket(length)))
+                                  task_type=task_type_of(kind, length)))
     return tasks
 
 

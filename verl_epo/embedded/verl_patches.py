@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -221,8 +222,6 @@ def _sender_socket(module: Any) -> None:
 
 
 def _receiver_socket(module: Any) -> None:
-    import os
-
     def per_cluster(_server: Any) -> None:  # before the server starts vLLM's worker processes
         os.environ[RAY_JOB_ENV] = f"{cluster_token()}-{os.environ[RAY_JOB_ENV]}"
         logger.info("weight-sync socket job id (vLLM side): %s", os.environ[RAY_JOB_ENV])
