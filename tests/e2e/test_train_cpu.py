@@ -119,7 +119,7 @@ def test_tensor_parallel_two_over_two_fsdp_ranks(tiny_setup, train):
         assert row["data"]["training/rollout_log_probs_diff_max"] < 1e-3  # synced across both shards
 
 
-@pytest.mark.slow  # two trainings at once on 2 cores, about 4 minutes
+@pytest.mark.slow  # two trainings at once on 2 cores: 171 s alone
 def test_two_trainings_at_once_keep_their_own_weights(tiny_setup, train, nothing_left):
     """Two local Ray clusters on one host both number their first job 01000000, which is all verl
     puts in its weight-sync socket name. With models of different shapes, a weight sync through
