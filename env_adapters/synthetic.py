@@ -241,8 +241,10 @@ class CorridorGame(TextGame):
         return self._pos / self._length if self._length else 0.0
 
     def _info(self) -> dict:
-        return {"room": self._pos, "length": self._length, "steps": self._steps,
-                "max_steps": self._max_steps}
+        info = {"room": self._pos, "length": self._length, "steps": self._steps, "max_steps": self._max_steps}
+        if self._kind == CASCADE:
+            info["lure"] = self._on_lure  # on the sign's branch, which ends at the dead end
+        return info
 
     @property
     def task_description(self) -> str:
