@@ -229,6 +229,10 @@ class Simulator:
                 gateway.close()
             except Exception:  # the socket is already broken: nothing left to release
                 pass
+            # close() leaves the client "connected": every Java object collected later would try
+            # to reach the dead JVM and log an error whose traceback keeps the caller's frames
+            # (and the objects in them) alive for as long as the log record lives
+            gateway._gateway_client.is_connected = False
         executor = getattr(self, "_executor", None)
         if executor is not None:
             executor.shutdown(wait=False)

@@ -111,9 +111,20 @@ def test_close_and_garbage_collection_kill_the_jvm():
     assert wait_gone(pid, 5)
 
 
+def test_java_objects_collected_after_close_do_not_call_the_dead_jvm(caplog):
+    game = make_game("sciworld")
+    game.reset("boil", 0)
+    server = game._simulator.server  # a py4j proxy that tells the JVM when it is collected
+    game.close()
+    del server
+    gc.collect()
+    assert not [r for r in caplog.records if r.name.startswith("py4j")]
+
+
 CHILD = """
-import sys, time
+import faulthandler, signal, sys, time
 from env_adapters import make_game
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the parent asks for stacks if we hang
 game = make_game("sciworld")
 game.reset("boil", 0)
 print(game.jvm_pid, flush=True)
@@ -123,10 +134,16 @@ if sys.argv[1] == "sleep":
 """
 
 
-def start_child(mode: str) -> tuple[subprocess.Popen, int]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+def start_child(mode: str, stderr_path: Path) -> tuple[subprocess.Popen, int]:
+    with stderr_path.open("w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, mode],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     pid = int(child.stdout.readline())
     assert jvm_running(pid)
     child.stdin.write("go\n")
@@ -134,15 +151,29 @@ def start_child(mode: str) -> tuple[subprocess.Popen, int]:
     return child, pid
 
 
-def test_no_jvm_left_after_interpreter_exit_without_close():
-    child, pid = start_child("exit")
-    assert child.wait(timeout=60) == 0
+def wait_child(child: subprocess.Popen, stderr_path: Path, seconds: float) -> int:
+    """The child's exit code; if it outlives ``seconds``, fail with its thread stacks and stderr."""
+    try:
+        return child.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        child.kill()
+        child.wait()
+        pytest.fail(f"the child outlived {seconds:g} s; its stacks and stderr:\n{stderr_path.read_text()}")
+
+
+def test_no_jvm_left_after_interpreter_exit_without_close(tmp_path):
+    child, pid = start_child("exit", tmp_path / "stderr")
+    code = wait_child(child, tmp_path / "stderr", 60)
+    assert code == 0, (tmp_path / "stderr").read_text()
     assert wait_gone(pid)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_no_jvm_left_when_the_python_process_is_signalled(sig):
-    child, pid = start_child("sleep")
+def test_no_jvm_left_when_the_python_process_is_signalled(sig, tmp_path):
+    child, pid = start_child("sleep", tmp_path / "stderr")
     child.send_signal(sig)
-    assert child.wait(timeout=30) == -sig  # the default outcome of the signal is kept
-    assert wait_gone(pid)
+    code = wait_child(child, tmp_path / "stderr", 30)
+    assert code == -sig, (tmp_path / "stderr").read_text()  # the default outcome of the signal is kept
+    assert wait_gone(pid), f"JVM {pid} outlived its Python process"
