@@ -65,6 +65,7 @@ def test_band_stats_hand_values(study):
     assert stats["peak_entropy"] == 0.3
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. matplotlib's "no artists" for an empty panel
 def test_study_report_tables_and_figure(study, tmp_path):
     warm = {1: {"seed": 1, "steps": 1250, "sampled_success": 0.203125, "accuracy": 0.97, "answer_loss": 0.61,
                 "learned": True},

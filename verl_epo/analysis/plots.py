@@ -87,6 +87,14 @@ def _banded(ax: Any, runs: list[Run], key: str, color: Any, label: str, **style:
     return True
 
 
+def _legend(ax: Any, fontsize: str = "small") -> None:
+    """The panel's legend, or a note in its middle when none of the runs logged what it shows."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=fontsize)
+    else:
+        ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center", transform=ax.transAxes)
+
+
 def _band(ax: Any, steps: Any, low: Any, high: Any, color: Any, label: str | None = None, **line: Any) -> None:
     """The κ band shaded, its top drawn as a line with markers (visible even with a single point)."""
     ax.fill_between(steps, low, high, color=color, alpha=0.12, linewidth=0, label=label)
@@ -106,7 +114,7 @@ def plot_success(runs: list[Run], out: Path) -> Path:
                     marker="." if key == TRAIN_SUCCESS else "o", markersize=3)
         title = "training episodes" if key == TRAIN_SUCCESS else f"validation: {source_of(key)}"
         ax.set(xlabel="step", ylabel="success rate", ylim=(-0.02, 1.02), title=title)
-        ax.legend(loc="best", fontsize="small")
+        _legend(ax)
     return _save(fig, out / "success.png")
 
 
@@ -127,7 +135,7 @@ def plot_entropy(runs: list[Run], out: Path) -> Path:
             if len(low_steps) and np.array_equal(low_steps, high_steps):
                 _band(ax, low_steps, low, high, "tab:green", "κ band")
         ax.set(xlabel="step", ylabel="entropy (nats)", title=f"{method} ({_seeds(len(mine))})")
-        ax.legend(loc="best", fontsize="small")
+        _legend(ax)
     return _save(fig, out / "entropy.png")
 
 
@@ -166,7 +174,7 @@ def plot_band_fractions(runs: list[Run], out: Path) -> Path:
         for method in methods_in_order(runs):
             _banded(ax, _of(runs, method), key, colors[method], method, marker=".")
         ax.set(xlabel="step", ylabel="fraction of tokens", title=title)
-        ax.legend(loc="best", fontsize="small")
+        _legend(ax)
     return _save(fig, out / "band_fractions.png")
 
 
@@ -187,7 +195,7 @@ def plot_entropy_per_seed(runs: list[Run], out: Path) -> Path:
                 _band(ax, band_steps, low, high, colors[run.seed], linestyle="--")
         ax.set_yscale("symlog", linthresh=1.0)  # a runaway (several nats) and a band of tenths both stay readable
         ax.set(xlabel="step", title=method)
-        ax.legend(loc="best", fontsize="x-small")
+        _legend(ax, "x-small")
     axes[0][0].set_ylabel("trajectory entropy (nats); band shaded")
     return _save(fig, out / "entropy_per_seed.png")
 
