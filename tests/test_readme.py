@@ -3,11 +3,13 @@
 import re
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_module
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.filterwarnings("error")  # a user copying the snippet sees no warning either
 def test_algorithm_snippet_runs():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
     snippet = next(b for b in blocks if "trajectory_token_weights" in b)
