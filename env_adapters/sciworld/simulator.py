@@ -35,7 +35,9 @@ _HEAP_RE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 
 # pid -> process of every JVM started here and not yet killed
 _LIVE: dict[int, subprocess.Popen] = {}
-_LIVE_LOCK = threading.Lock()
+# re-entrant: the SIGTERM handler and garbage-collection finalizers run ``_kill`` on whatever the
+# main thread was doing, which may be inside this lock
+_LIVE_LOCK = threading.RLock()
 _SIGTERM_INSTALLED = False
 _PREVIOUS_SIGTERM: Any = None
 

@@ -121,6 +121,25 @@ def test_java_objects_collected_after_close_do_not_call_the_dead_jvm(caplog):
     assert not [r for r in caplog.records if r.name.startswith("py4j")]
 
 
+def test_kill_all_runs_inside_the_registry_lock():
+    """A SIGTERM handler or a finalizer may interrupt this thread inside the registry's lock; run in a
+    child so that a deadlock fails the test instead of hanging the session."""
+    code = (
+        "from env_adapters import make_game\n"
+        "from env_adapters.sciworld import simulator\n"
+        "game = make_game('sciworld')\n"
+        "game.reset('boil', 0)\n"
+        "pid = game.jvm_pid\n"
+        "with simulator._LIVE_LOCK:\n"
+        "    simulator.kill_all()\n"
+        "print(pid, simulator.live_pids())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid, live = out.stdout.split(maxsplit=1)
+    assert live.strip() == "[]" and wait_gone(int(pid))
+
+
 CHILD = """
 import faulthandler, signal, sys, time
 from env_adapters import make_game
