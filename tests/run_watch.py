@@ -48,7 +48,7 @@ def assert_nothing_left(marker: str, tag: str, started: float, bound: float, aft
         time.sleep(0.5)
     assert not left, f"{len(left)} processes outlived {after} by {bound} s:\n{describe(left)}"
     in_use = segments_in_use()
-    orphans = [p.name for p in segments(started) if p.name not in in_use]
+    orphans = [p.name for p in segments(started, settle_s=0.0) if p.name not in in_use]  # fresh ones too
     assert not orphans, f"{after} left shared-memory segments in /dev/shm: {orphans}"
 
 

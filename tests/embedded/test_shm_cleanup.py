@@ -6,7 +6,7 @@ import mmap
 import os
 import time
 
-from verl_epo.embedded.shm_cleanup import remove_orphaned_segments, segments
+from verl_epo.embedded.shm_cleanup import SETTLE_S, remove_orphaned_segments, segments
 
 
 def test_removes_only_unused_segments_of_ours(tmp_path):
@@ -39,3 +39,12 @@ def test_a_semaphore_mapped_under_its_temporary_name_is_in_use(tmp_path):
         os.utime(real, (past, past))
         assert remove_orphaned_segments(0, tmp_path) == []
     assert remove_orphaned_segments(0, tmp_path) == ["sem.mp-live"]
+
+
+def test_a_segment_written_a_moment_ago_is_waited_for_only_when_asked(tmp_path):
+    """vLLM writes its message queues until it is killed: right after, the segment looks fresh."""
+    (tmp_path / "psm_just_written").write_bytes(b"\0" * 4096)
+    assert remove_orphaned_segments(0, tmp_path) == []  # it might be another process's, not mapped yet
+    started = time.time()
+    assert remove_orphaned_segments(0, tmp_path, wait_to_settle=True) == ["psm_just_written"]
+    assert time.time() - started < SETTLE_S + 1

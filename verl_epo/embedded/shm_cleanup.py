@@ -40,10 +40,10 @@ SETTLE_S = 2.0  # younger segments may be another process's, between creating an
 EXIT_WAIT_S = 30.0  # how long the driver waits for Ray's and vLLM's processes to end
 
 
-def segments(since: float = 0.0, shm_dir: Path = SHM_DIR) -> list[Path]:
+def segments(since: float = 0.0, shm_dir: Path = SHM_DIR, settle_s: float = SETTLE_S) -> list[Path]:
     """Segments with one of :data:`PREFIXES` (or vLLM-CPU's :data:`SUFFIX`) modified at or after
-    ``since`` (a ``time.time()``) and at least :data:`SETTLE_S` ago."""
-    settled = time.time() - SETTLE_S
+    ``since`` (a ``time.time()``) and at least ``settle_s`` seconds ago."""
+    settled = time.time() - settle_s
     found = []
     try:
         entries = list(shm_dir.iterdir())
@@ -91,8 +91,19 @@ def segments_in_use(shm_dir: Path = SHM_DIR) -> set[str]:
     return in_use
 
 
-def remove_orphaned_segments(since: float, shm_dir: Path = SHM_DIR) -> list[str]:
-    """Remove segments created at or after ``since`` that no live process uses; returns their names."""
+def remove_orphaned_segments(since: float, shm_dir: Path = SHM_DIR, wait_to_settle: bool = False) -> list[str]:
+    """Remove segments created at or after ``since`` that no live process uses; returns their names.
+
+    A segment written in the last :data:`SETTLE_S` seconds is skipped: it may be another process's,
+    between creating and mapping it. vLLM writes its message queues until the moment it is killed,
+    so a caller that has just waited for its own processes to end passes ``wait_to_settle``: the
+    call first waits (at most :data:`SETTLE_S`) until those segments have settled.
+    """
+    if wait_to_settle:
+        newest = max((_mtime(path) for path in segments(since, shm_dir, settle_s=0.0)), default=0.0)
+        delay = newest + SETTLE_S - time.time()
+        if delay > 0:
+            time.sleep(min(delay, SETTLE_S) + 0.05)
     candidates = segments(since, shm_dir)
     if not candidates:
         return []
@@ -109,6 +120,13 @@ def remove_orphaned_segments(since: float, shm_dir: Path = SHM_DIR) -> list[str]
     if removed:
         logger.info("removed %d orphaned shared-memory segments: %s", len(removed), ", ".join(removed))
     return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _wait_for(processes: Iterable[Any], timeout: float) -> None:
@@ -142,7 +160,7 @@ class ExitCleanup:
         if ray is not None and ray.is_initialized():
             ray.shutdown()
         _wait_for(children, EXIT_WAIT_S)
-        remove_orphaned_segments(self.started)
+        remove_orphaned_segments(self.started, wait_to_settle=True)
 
     def on_sigterm(self, signum: int, frame: Any) -> None:
         # leave through SystemExit so the atexit hooks (ours, Ray's) run; then die as asked
