@@ -97,13 +97,11 @@ def remove_orphaned_segments(since: float, shm_dir: Path = SHM_DIR, wait_to_sett
     A segment written in the last :data:`SETTLE_S` seconds is skipped: it may be another process's,
     between creating and mapping it. vLLM writes its message queues until the moment it is killed,
     so a caller that has just waited for its own processes to end passes ``wait_to_settle``: the
-    call first waits (at most :data:`SETTLE_S`) until those segments have settled; segments a live
-    process uses (a concurrent run's, written all the time) do not make it wait.
+    call first waits (at most :data:`SETTLE_S`) until those segments have settled.
     """
     if wait_to_settle:
-        in_use = segments_in_use(shm_dir)
-        fresh = [path for path in segments(since, shm_dir, settle_s=0.0) if path.name not in in_use]
-        delay = max(map(_mtime, fresh), default=0.0) + SETTLE_S - time.time()
+        newest = max((_mtime(path) for path in segments(since, shm_dir, settle_s=0.0)), default=0.0)
+        delay = newest + SETTLE_S - time.time()
         if delay > 0:
             time.sleep(min(delay, SETTLE_S) + 0.05)
     candidates = segments(since, shm_dir)
