@@ -221,15 +221,21 @@ class IsolatedGame(TextGame):
         try:
             status, payload = conn.recv()
         except (EOFError, OSError):
-            try:
-                code = proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                code = None
-            self._kill()
-            raise _WorkerFault(f"worker died during {what} ({_describe_exit(code)})") from None
+            raise self._died(f"during {what}") from None
         if status == "error":
             raise payload
         return payload
+
+    def _died(self, when: str) -> _WorkerFault:
+        """The fault for a worker whose connection broke, naming how it ended (its exit status)."""
+        proc = self._proc
+        assert proc is not None
+        try:
+            code = proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._kill()
+        return _WorkerFault(f"worker died {when} ({_describe_exit(code)})")
 
     def _request(self, kind: str, name: str, args: tuple, timeout: float) -> Any:
         if self._conn is None:
@@ -237,8 +243,8 @@ class IsolatedGame(TextGame):
         try:
             self._conn.send((kind, name, args))
         except (BrokenPipeError, ConnectionError, OSError):
-            self._kill()
-            raise _WorkerFault(f"worker died before {name}") from None
+            # the worker may die between two calls: the send then breaks before any reply could
+            raise self._died(f"before {name}") from None
         return self._receive(timeout, name)
 
     # ---- TextGame -----------------------------------------------------------------------
