@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from verl_epo.embedded.shm_cleanup import segments, segments_in_use
+from verl_epo.embedded.shm_cleanup import orphaned_segments
 
 
 def run_processes(marker: str, tag: str) -> list[psutil.Process]:
@@ -47,8 +47,7 @@ def assert_nothing_left(marker: str, tag: str, started: float, bound: float, aft
     while (left := run_processes(marker, tag)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"{len(left)} processes outlived {after} by {bound} s:\n{describe(left)}"
-    in_use = segments_in_use()
-    orphans = [p.name for p in segments(started, settle_s=0.0) if p.name not in in_use]  # fresh ones too
+    orphans = [p.name for p in orphaned_segments(started, settle_s=0.0)]  # fresh ones too
     assert not orphans, f"{after} left shared-memory segments in /dev/shm: {orphans}"
 
 

@@ -257,11 +257,9 @@ def check_shared_memory(shm_dir: Path | None = None) -> Check:
     """Segments of vLLM / verl / multiprocessing in /dev/shm that no live process uses: what runs
     killed with SIGKILL leave (about 400 MB per vLLM engine). A finding, never a failure: other
     programs may keep such segments on purpose."""
-    from verl_epo.embedded.shm_cleanup import SHM_DIR, segments, segments_in_use
+    from verl_epo.embedded.shm_cleanup import SHM_DIR, orphaned_segments
 
-    shm_dir = shm_dir or SHM_DIR
-    in_use = segments_in_use(shm_dir)
-    unused = [path for path in segments(0.0, shm_dir) if path.name not in in_use]
+    unused = orphaned_segments(0.0, shm_dir or SHM_DIR)
     if not unused:
         return Check("/dev/shm", True, "no unused vLLM / verl segments")
     size = sum(path.stat().st_size for path in unused if path.exists()) / 2**20

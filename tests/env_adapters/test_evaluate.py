@@ -21,7 +21,7 @@ from env_adapters.evaluate import (
     summarize,
 )
 from env_adapters.evaluation.engine import EngineFailed
-from verl_epo.embedded.shm_cleanup import remove_orphaned_segments, segments, segments_in_use
+from verl_epo.embedded.shm_cleanup import orphaned_segments, remove_orphaned_segments
 from verl_epo.embedded.tiny_model import build_tiny_model
 
 SET = "synthetic/val"
@@ -104,8 +104,7 @@ def test_killed_and_restarted_evaluation_has_no_duplicates(model_dir, reference,
         proc.wait()
         # nothing of a SIGKILLed process runs at exit: its engine's /dev/shm segments are left to us
         remove_orphaned_segments(started, wait_to_settle=True)
-    in_use = segments_in_use()
-    left = [p.name for p in segments(started, settle_s=0.0) if p.name not in in_use]
+    left = [p.name for p in orphaned_segments(started, settle_s=0.0)]
     assert left == [], f"the killed engine's segments were left in /dev/shm: {left}"
     done_before = len(read_episodes(log))
     assert 2 <= done_before < LIMIT * len(SEEDS), "the kill should land mid-evaluation"

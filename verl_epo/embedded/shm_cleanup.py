@@ -91,6 +91,15 @@ def segments_in_use(shm_dir: Path = SHM_DIR) -> set[str]:
     return in_use
 
 
+def orphaned_segments(since: float = 0.0, shm_dir: Path = SHM_DIR, settle_s: float = SETTLE_S) -> list[Path]:
+    """The :func:`segments` that no live process maps or holds open."""
+    candidates = segments(since, shm_dir, settle_s)
+    if not candidates:
+        return []
+    in_use = segments_in_use(shm_dir)
+    return [path for path in candidates if path.name not in in_use]
+
+
 def remove_orphaned_segments(since: float, shm_dir: Path = SHM_DIR, wait_to_settle: bool = False) -> list[str]:
     """Remove segments created at or after ``since`` that no live process uses; returns their names.
 
@@ -104,14 +113,8 @@ def remove_orphaned_segments(since: float, shm_dir: Path = SHM_DIR, wait_to_sett
         delay = newest + SETTLE_S - time.time()
         if delay > 0:
             time.sleep(min(delay, SETTLE_S) + 0.05)
-    candidates = segments(since, shm_dir)
-    if not candidates:
-        return []
-    in_use = segments_in_use(shm_dir)
     removed = []
-    for path in candidates:
-        if path.name in in_use:
-            continue
+    for path in orphaned_segments(since, shm_dir):
         try:
             path.unlink()
             removed.append(path.name)
