@@ -55,6 +55,7 @@ _NULL_MEANS = {
     "total_steps": "null (use the trainer's total steps)",
     "updates_per_step": "null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows)",
     "rows_per_update": "null (verl's mini-batches of ppo_mini_batch_size x rollout.n rows)",
+    "diagnostic_every": "null (no update-share diagnostic)",
 }
 
 
@@ -137,6 +138,12 @@ class EPOConfig:
     refuses a ``ppo_mini_batch_size`` above ``train_batch_size``, so the recipes cannot express it
     there. None keeps verl's split (or ``updates_per_step``). Exclusive with ``updates_per_step``."""
 
+    diagnostic_every: int | None = 10
+    """Not in the paper. Every this many steps (from the first), measure how much of the actor's
+    update EPO makes: the gradients of its terms and of the policy loss on the step's first
+    mini-batch, their norm ratio and cosine, and EPO's share of Adam's step (``epo/update/*``,
+    ``verl_epo/actor_worker.py``). Costs two extra forward/backward passes of that mini-batch. null = off."""
+
     def __post_init__(self) -> None:
         if isinstance(self.reference, dict):
             self.reference = ReferenceConfig(**self.reference)
@@ -150,7 +157,7 @@ class EPOConfig:
             check_band(self.kappa_low, self.kappa_high)
             check_choice("band_mode", self.band_mode, BAND_MODES)
             check_positive_int("turn_buckets", self.turn_buckets)
-            for key in ("total_steps", "updates_per_step", "rows_per_update"):
+            for key in ("total_steps", "updates_per_step", "rows_per_update", "diagnostic_every"):
                 if getattr(self, key) is not None:
                     check_positive_int(key, getattr(self, key))
         if self.rows_per_update is not None and self.updates_per_step is not None:
@@ -178,6 +185,10 @@ class EPOConfig:
         if self.rows_per_update is not None:
             return max(1, math.ceil(rows / self.rows_per_update))
         return None
+
+    def diagnoses(self, global_step: int) -> bool:
+        """Whether verl's (1-based) ``global_step`` measures the update share: steps 1, 1 + N, 1 + 2N, ..."""
+        return self.diagnostic_every is not None and (global_step - 1) % self.diagnostic_every == 0
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> EPOConfig:

@@ -53,6 +53,7 @@ REFERENCE_KEY = "epo_reference"
 """H̄_ref of the step (non-tensor data): None before any step, a float, or a list, one per turn index."""
 BETA_KEY = "epo_beta"
 """β_k of the step being trained (a float in the batch's non-tensor data)."""
+LOSS_PARTS = ("all", "policy", "epo")
 
 
 def epo_terms(
@@ -99,12 +100,23 @@ def epo_loss(
     dp_group: Any = None,
     *,
     epo: EPOConfig,
+    part: str = "all",
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """verl's ``ppo_loss`` (whatever policy loss, aggregation and KL loss it is configured with)
-    minus EPO's objective. Same signature as verl's loss functions plus ``epo``."""
+    minus EPO's objective. Same signature as verl's loss functions plus ``epo``.
+
+    ``part`` selects what is returned for backward: ``"all"`` (training), ``"policy"`` (verl's loss
+    alone) or ``"epo"`` (EPO's terms alone, zero with ``epo.enable=false``); the two parts sum to
+    ``"all"``. ``verl_epo.actor_worker`` uses them to measure each one's gradient.
+    """
+    if part not in LOSS_PARTS:
+        raise ValueError(f"part={part!r} is invalid: must be one of {LOSS_PARTS}")
     policy_loss, metrics = ppo_loss(config, model_output, data, dp_group)
-    if not epo.enable:
+    if part == "policy":
         return policy_loss, metrics
+    if not epo.enable:
+        # a zero that keeps the graph, so that backward of the EPO part runs and gives zero gradients
+        return (policy_loss * 0.0 if part == "epo" else policy_loss), metrics
 
     entropy = model_output.get("entropy")
     if entropy is None:
@@ -136,7 +148,7 @@ def epo_loss(
     dp_size = int(data["dp_size"])
 
     objective, l_h, l_smooth = epo_terms(entropy, weight, reference, epo, beta)
-    loss = policy_loss - objective * dp_size
+    loss = (policy_loss if part == "all" else policy_loss * 0.0) - objective * dp_size
     metrics["epo_loss/entropy"] = Metric(value=l_h.detach() * dp_size, aggregation=AggregationType.SUM)
     metrics["epo_loss/smooth"] = Metric(
         value=l_smooth.detach() * dp_size, aggregation=AggregationType.SUM

@@ -19,6 +19,8 @@ import torch
 from verl_epo.algorithm import (
     EntropyHistory,
     PerTurnEntropyHistory,
+    TurnStructure,
+    band_fractions,
     phase_weight,
     reference_per_token,
     smoothing_penalty,
@@ -92,6 +94,21 @@ def _turn_bucket_edges(max_turn: int, buckets: int) -> list[int]:
     return list(range(0, max_turn + 1, width))
 
 
+def _band_hold_metrics(
+    structure: TurnStructure, entropy: torch.Tensor, batch_entropy: float, reference: float, epo: EPOConfig
+) -> dict[str, float]:
+    """Whether the band holds where a bound can make it hold (``docs/epo_band.md``): on means, not
+    on single tokens. ``batch_ratio`` = H̄_k / H̄_ref (the band holds for the batch when it lies in
+    [κ_l, κ_r]); ``traj_inside`` / ``traj_above``: fractions of trajectories whose Eq. 2 mean
+    entropy lies inside / above [κ_l·H̄_ref, κ_r·H̄_ref]. Always against the one global reference."""
+    means = structure.trajectory_means(entropy)[None, :]
+    above, below = band_fractions(means, reference, epo.kappa_low, epo.kappa_high, torch.ones_like(means))
+    metrics = {"epo/band/traj_inside": 1.0 - above - below if means.numel() else 0.0, "epo/band/traj_above": above}
+    if reference > 0:
+        metrics["epo/band/batch_ratio"] = batch_entropy / reference
+    return metrics
+
+
 def compute_step_terms(
     entropy: torch.Tensor,
     turns: BatchTurns,
@@ -162,6 +179,7 @@ def compute_step_terms(
         metrics["epo/reference_entropy"] = float(global_ref)
         metrics["epo/band_low"] = epo.kappa_low * float(global_ref)
         metrics["epo/band_high"] = epo.kappa_high * float(global_ref)
+        metrics.update(_band_hold_metrics(structure, entropy, batch_entropy, float(global_ref), epo))
     if turn_entropy:
         edges = _turn_bucket_edges(max(turn_entropy), epo.turn_buckets)
         for lo, hi in zip(edges, edges[1:] + [max(turn_entropy) + 1], strict=True):

@@ -11,7 +11,10 @@ What it adds to ``PPOTrainerSync``, and nothing else:
 6. optionally (not in the paper, for one-output-per-turn agent loops): equal trajectory weights in
    the advantages (``epo.balance_trajectories``) and exactly K optimizer updates per step
    (``epo.updates_per_step``), or the paper's schedule of ceil(rows / R) updates on a step's turn
-   rows (``epo.rows_per_update``).
+   rows (``epo.rows_per_update``);
+7. every ``epo.diagnostic_every`` steps, how much of the actor's update EPO makes (``epo/update/*``:
+   its actor worker, ``verl_epo.actor_worker``, measures the gradients), and on every step the
+   fractions of rows and groups whose advantage is zero.
 """
 
 from __future__ import annotations
@@ -26,17 +29,21 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 import transfer_queue as tq
 from omegaconf import OmegaConf, open_dict
 from tensordict import NonTensorData, NonTensorStack, TensorDict
 from transfer_queue import KVBatchMeta
+from verl.trainer.ppo.utils import Role
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.padding import response_to_nested
 
+from verl_epo.actor_worker import DIAGNOSE_KEY, METRIC_PREFIX, EPOActorRolloutRefWorker
 from verl_epo.algorithm import EntropyHistory, PerTurnEntropyHistory
+from verl_epo.algorithm.update_share import zero_advantage_fractions
 from verl_epo.config import EPOConfig, run_config_checks, validate_with_verl
 from verl_epo.loss import BETA_KEY, REFERENCE_KEY, TURN_OFFSET_KEY, WEIGHT_KEY, epo_loss
 from verl_epo.row_keys import BatchTurns, parse_row_key
@@ -137,11 +144,19 @@ class EPOTrainer(PPOTrainerSync):
         logger.info("EPO settings: %s", json.dumps(self.epo.to_dict()))
 
     # ----- set-up -----------------------------------------------------------------------------
+    def _init_resource_pool_mgr(self) -> None:
+        super()._init_resource_pool_mgr()
+        # the actor runs in EPO's worker, which can measure the update share (verl_epo.actor_worker)
+        for role in (Role.Actor, Role.ActorRollout, Role.ActorRolloutRef):
+            if role in self.role_worker_mapping:
+                self.role_worker_mapping[role] = ray.remote(EPOActorRolloutRefWorker)
+
     def _setup(self) -> None:
         super()._setup()
-        if self.epo.enable:
-            actor_cfg = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
-            self.actor_rollout_wg.set_loss_fn(partial(epo_loss, config=actor_cfg, epo=self.epo))
+        # with epo.enable=false epo_loss is verl's ppo_loss, which verl installs itself: same training,
+        # and the update-share diagnostic can still split the loss into its parts
+        actor_cfg = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+        self.actor_rollout_wg.set_loss_fn(partial(epo_loss, config=actor_cfg, epo=self.epo))
 
     # ----- per step ---------------------------------------------------------------------------
     def _fetch_one_gen_batch(self) -> TensorDict:
@@ -201,8 +216,12 @@ class EPOTrainer(PPOTrainerSync):
             # (tq.kv_batch_put; verl's advantage step does one), so set earlier they never arrived.
             batch.extra_info[BETA_KEY] = self._pending.beta
             batch.extra_info[REFERENCE_KEY] = self._pending.reference_value
+        batch.extra_info[DIAGNOSE_KEY] = self.global_steps if self.epo.diagnoses(self.global_steps) else None
         with self._mini_batches_of_this_step(self.config.actor_rollout_ref.actor, len(batch)):
-            return super()._update_actor(batch, metrics)
+            batch = super()._update_actor(batch, metrics)
+        for key in [k for k in metrics if k.startswith("actor/" + METRIC_PREFIX)]:
+            metrics["epo/update/" + key.removeprefix("actor/" + METRIC_PREFIX)] = metrics.pop(key)
+        return batch
 
     def _update_critic(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         with self._mini_batches_of_this_step(self.config.critic, len(batch)):
@@ -262,12 +281,18 @@ class EPOTrainer(PPOTrainerSync):
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         batch = super()._compute_advantage(batch, metrics)
-        if not self.epo.balance_trajectories:
-            return batch
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                select_fields=["advantages", "response_mask"])
+        padded = data.to_padded_tensor()
+        response_mask = padded["response_mask"] * torch.tensor(_active_rows(batch))[:, None]
+        groups = [row.uid for row in self._step_turns(batch).rows]
+        rows, groups = zero_advantage_fractions(padded["advantages"], response_mask, groups)
+        metrics["epo/update/zero_adv_rows"] = rows
+        metrics["epo/update/zero_adv_groups"] = groups
+        if not self.epo.balance_trajectories:
+            return batch
         scale = trajectory_balance_scale(self._step_turns(batch).traj_ids, _active_rows(batch))
-        advantages = data.to_padded_tensor()["advantages"] * scale[:, None]
+        advantages = padded["advantages"] * scale[:, None]
         fields = TensorDict({"advantages": response_to_nested(advantages, data["response_mask"])},
                             batch_size=len(batch))
         tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)

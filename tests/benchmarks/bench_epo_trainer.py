@@ -43,6 +43,11 @@ def prepare(root: Path) -> dict[str, Path]:
 
 
 def run(setup: dict[str, Path], out: Path, overrides: list[str], steps: int) -> list[float]:
+    return [data["timing_s/update_actor"] for data in run_rows(setup, out, overrides, steps)]
+
+
+def run_rows(setup: dict[str, Path], out: Path, overrides: list[str], steps: int) -> list[dict[str, float]]:
+    """verl's metrics of each step after the first (it warms up), from one short training."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
     env = {**os.environ, "VERL_EPO_CPU": "1", "VERL_FILE_LOGGER_PATH": str(metrics)}
@@ -55,7 +60,7 @@ def run(setup: dict[str, Path], out: Path, overrides: list[str], steps: int) -> 
     with open(out / "train.log", "w") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    return [r["data"]["timing_s/update_actor"] for r in rows[1:]]  # the first step warms up
+    return [r["data"] for r in rows[1:]]
 
 
 def main() -> None:

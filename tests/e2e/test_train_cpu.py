@@ -13,6 +13,8 @@ from run_watch import weight_sync_socket
 
 EPO_KEYS = ["epo/beta", "epo/trajectory_entropy", "epo/smooth_penalty", "epo/frac_above_band",
             "epo/frac_below_band", "epo/batch_entropy"]
+UPDATE_KEYS = ["epo/update/grad_share", "epo/update/step_share", "epo/update/gradient_step_share",
+               "epo/update/grad_cos"]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,14 @@ def test_grpo_epo_trains_end_to_end(straight_run):
         assert row["data"]["epo/beta"] == pytest.approx(1 + math.exp(-3 * (row["step"] - 1) / 2))
     assert (out / "ckpt" / "global_step_2" / "epo_state.json").exists()
     assert (out / "ckpt" / "global_step_4" / "actor").is_dir()
+    # the update share is measured at step 1 (epo.diagnostic_every=10: steps 1, 11, ...) and only then
+    for key in UPDATE_KEYS:
+        assert 0.0 <= rows[0]["data"][key] <= 1.0, (key, rows[0]["data"][key])
+    assert all("epo/update/step_share" not in row["data"] for row in rows[1:])
+    for row in rows:
+        assert 0.0 <= row["data"]["epo/update/zero_adv_groups"] <= row["data"]["epo/update/zero_adv_rows"] <= 1.0
+        if row["step"] > 1:  # the band needs a reference
+            assert 0.0 <= row["data"]["epo/band/traj_inside"] <= 1.0 and row["data"]["epo/band/batch_ratio"] > 0
 
 
 def test_resume_restores_entropy_history_and_step(straight_run, tiny_setup, train):
@@ -80,11 +90,16 @@ def test_updates_per_step_one_makes_each_update_on_policy(straight_run, tiny_set
     assert max(abs(r["data"]["actor/ppo_kl"]) for r in rows) > 1e-6
     out = tiny_setup["root"] / "one_update"
     one = train(tiny_setup, out, overrides=["trainer.total_training_steps=2", "trainer.save_freq=-1",
-                                            "++epo.updates_per_step=1"])
+                                            "++epo.updates_per_step=1", "++epo.diagnostic_every=1"])
     assert [r["step"] for r in one] == [1, 2]
     for row in one:
         assert abs(row["data"]["actor/ppo_kl"]) < 1e-6, row["data"]["actor/ppo_kl"]
         assert row["data"]["actor/pg_clipfrac"] == 0.0
+        # measured every step here: inside verl's FSDP engine the two parts' gradients add up to the
+        # gradient verl then clips and steps with (one update: its grad norm is the step's)
+        data = row["data"]
+        assert data["epo/update/grad_norm_epo"] > 0
+        assert data["epo/update/grad_norm_total"] == pytest.approx(data["actor/grad_norm"], rel=1e-4)
 
 
 def test_ppo_with_critic_and_epo_one_step(tiny_setup, train):

@@ -2,6 +2,7 @@
 
 import pytest
 from hydra import compose, initialize_config_module
+from verl.utils.config import omega_conf_to_dataclass
 
 
 def compose_verl(overrides: list[str] | None = None):
@@ -12,3 +13,9 @@ def compose_verl(overrides: list[str] | None = None):
 @pytest.fixture(scope="module")
 def verl_config():
     return compose_verl(["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"])
+
+
+@pytest.fixture(scope="module")
+def actor_config(verl_config):
+    """verl's actor config dataclass, as the EPO trainer passes it to ``epo_loss``."""
+    return omega_conf_to_dataclass(verl_config.actor_rollout_ref.actor)

@@ -9,7 +9,6 @@ import pytest
 import torch
 from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
-from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.torch_functional import entropy_from_logits
 from verl.workers.utils.losses import ppo_loss
 
@@ -83,11 +82,6 @@ class SoftmaxPolicy(torch.nn.Module):
             logp.append(log_softmax.gather(-1, nxt.unsqueeze(-1)).squeeze(-1))
             ent.append(entropy_from_logits(logits))
         return {"log_probs": nested(logp), "entropy": nested(ent)}
-
-
-@pytest.fixture(scope="module")
-def actor_config(verl_config):
-    return omega_conf_to_dataclass(verl_config.actor_rollout_ref.actor)
 
 
 EPO = EPOConfig(entropy_coef=0.5, alpha=0.3, kappa_low=0.8, kappa_high=1.1)

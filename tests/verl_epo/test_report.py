@@ -40,6 +40,8 @@ def _write_run(folder: Path, values: list[float], with_run_json: tuple[str, int]
         if step % 5 == 0:
             data[VAL] = values[step // 5]
             data[VAL2] = 0.5
+        if step % 10 == 1:  # the update share, measured at steps 1 and 11 (epo.diagnostic_every=10)
+            data["epo/update/step_share"] = values[0] + step / 100
         rows.append({"step": step, "data": data})
     # a resumed run logs its last step again: the later line wins
     rows.append({"step": 20, "data": {VAL: values[-1]}})
@@ -123,7 +125,18 @@ def test_plots_are_written(study, tmp_path):
         assert plot.is_file() and plot.stat().st_size > 5000, plot
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     single = {p.name for p in (tmp_path / "runs" / "grpo-seed1").iterdir()}
-    assert single == {"success.png", "entropy.png", "band_fractions.png", "entropy_by_turn.png"}
+    assert single == {"success.png", "entropy.png", "band_fractions.png", "update_share.png", "entropy_by_turn.png"}
+
+
+def test_strength_table_averages_the_measured_steps(study, tmp_path):
+    """Per run the mean of its measured steps (1 and 11: first value + 0.01, + 0.11), then mean ± std
+    over seeds: grpo (0.16, 1.06, 0.06) -> 42.7 ± 55.1 %; unlogged columns are left out."""
+    markdown = report([study], tmp_path, per_run_plots=False)["markdown"]
+    lines = markdown.split("How strongly")[0].splitlines()
+    header = next(line for line in lines if "Adam's step" in line)
+    assert "inside the band" not in header
+    grpo = next(line for line in lines[lines.index(header):] if line.startswith("| grpo |"))
+    assert grpo == "| grpo | 42.7 ± 55.1 |"
 
 
 def test_command_line(study, tmp_path):

@@ -194,6 +194,19 @@ class TurnStructure:
         selected = torch.where(weights > 0, values, torch.zeros_like(values))
         return (selected * weights).sum()
 
+    def trajectory_means(self, values: torch.Tensor) -> torch.Tensor:
+        """float64 ``[T]``: each trajectory's Eq. 2 value of ``values`` ``[R, L]`` (token mean in each
+        turn, then mean over its turns), for the T trajectories that have a response token, in
+        trajectory order. Their mean is ``self.mean(values)``. No gradient."""
+        _check_values(values, self.response)
+        flat = values.detach()[self.response.to(values.device)].double().to(self.token_turn.device)
+        turn_sum = torch.zeros(self.turn_size.numel(), dtype=torch.float64, device=flat.device)
+        turn_sum.index_add_(0, self.token_turn, flat)
+        traj_sum = torch.zeros(self.turns_per_traj.numel(), dtype=torch.float64, device=flat.device)
+        traj_sum.index_add_(0, self.turn_traj, turn_sum / self.turn_size.double())
+        active = self.turns_per_traj > 0
+        return traj_sum[active] / self.turns_per_traj[active].double()
+
     def turn_index(self) -> torch.Tensor:
         """long ``[R, L]``: each token's turn index in its trajectory, -1 off-response
         (see ``turn_index_in_trajectory``)."""

@@ -178,6 +178,24 @@ def plot_band_fractions(runs: list[Run], out: Path) -> Path:
     return _save(fig, out / "band_fractions.png")
 
 
+def plot_update_share(runs: list[Run], out: Path) -> Path:
+    """How strongly EPO acts, per method: its share of Adam's step and of the gradient (measured every
+    ``epo.diagnostic_every`` steps), and the fraction of trajectories whose mean entropy is in the band."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.6), squeeze=False)
+    colors = _colors(methods_in_order(runs))
+    panels = [("epo/update/step_share", "EPO's share of Adam's step", "share"),
+              ("epo/update/gradient_step_share", "... of what this step's gradient adds", "share"),
+              ("epo/update/grad_share", "‖g_EPO‖ / (‖g_pol‖ + ‖g_EPO‖)", "share"),
+              ("epo/band/traj_inside", "trajectories with mean entropy in the band", "fraction")]
+    for ax, (key, title, ylabel) in zip(axes[0], panels, strict=True):
+        for method in methods_in_order(runs):
+            _banded(ax, _of(runs, method), key, colors[method], method, marker="o", markersize=3)
+        ax.set(xlabel="step", ylabel=ylabel, title=title, ylim=(-0.05, 1.05))
+        _legend(ax)
+    return _save(fig, out / "update_share.png")
+
+
 def plot_entropy_per_seed(runs: list[Run], out: Path) -> Path:
     """One panel per method; each seed's trajectory entropy (Eq. 2) with its band [κ_l, κ_r]·H̄_ref shaded."""
     plt = _plt()
@@ -201,8 +219,9 @@ def plot_entropy_per_seed(runs: list[Run], out: Path) -> Path:
 
 
 def plot_runs(runs: list[Run], out: Path) -> list[Path]:
-    """The figures over runs: success, entropy, band fractions, entropy by turn per method."""
-    plots = [plot_success(runs, out), plot_entropy(runs, out), plot_band_fractions(runs, out)]
+    """The figures over runs: success, entropy, band fractions, update share, entropy by turn per method."""
+    plots = [plot_success(runs, out), plot_entropy(runs, out), plot_band_fractions(runs, out),
+             plot_update_share(runs, out)]
     return plots + [p for m in methods_in_order(runs) if (p := plot_entropy_by_turn(runs, m, out)) is not None]
 
 
@@ -213,6 +232,7 @@ def plot_run(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     name = metrics_path.parent.name or "run"
     run = Run(name, name, 0, metrics_path.parent, metrics_by_step(read_jsonl(metrics_path)))
-    plots = [plot_success([run], out), plot_entropy([run], out), plot_band_fractions([run], out)]
+    plots = [plot_success([run], out), plot_entropy([run], out), plot_band_fractions([run], out),
+             plot_update_share([run], out)]
     by_turn = plot_entropy_by_turn([run], name, out, name="entropy_by_turn.png")
     return plots + ([by_turn] if by_turn is not None else [])

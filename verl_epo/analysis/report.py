@@ -17,7 +17,7 @@ from typing import Any
 
 from verl_epo.analysis.plots import plot_run, plot_runs
 from verl_epo.analysis.runs import find_runs
-from verl_epo.analysis.tables import DEFAULT_LAST_N, results_table, to_markdown, write_csv
+from verl_epo.analysis.tables import DEFAULT_LAST_N, results_table, strength_table, to_markdown, write_csv
 
 
 def report(paths: list[str | Path], out: str | Path, last_n: int = DEFAULT_LAST_N,
@@ -28,6 +28,8 @@ def report(paths: list[str | Path], out: str | Path, last_n: int = DEFAULT_LAST_
     out.mkdir(parents=True, exist_ok=True)
     table = results_table(runs, last_n)
     markdown = to_markdown(table, runs, last_n)
+    if strength := strength_table(runs):
+        markdown += "\n" + strength
     (out / "results.md").write_text(markdown)
     write_csv(table, out / "results.csv")
     plots = plot_runs(runs, out)

@@ -19,6 +19,14 @@ from verl_epo.analysis.runs import VALIDATION_SUCCESS, Run, methods_in_order, so
 
 DEFAULT_LAST_N = 3
 EVAL_PREFIX = "eval:"
+STRENGTH_COLUMNS = {
+    "epo/update/step_share": "EPO's share of Adam's step (%)",
+    "epo/update/gradient_step_share": "EPO's share of what the step's gradient adds (%)",
+    "epo/update/grad_share": "‖g_EPO‖ / (‖g_pol‖ + ‖g_EPO‖) (%)",
+    "epo/update/zero_adv_groups": "groups with all-zero advantage (%)",
+    "epo/band/traj_inside": "trajectories inside the band (%)",
+}
+"""How strongly EPO acted in each run (``verl_epo.actor_worker``, ``docs/epo_band.md``): column titles."""
 
 
 def last_n_mean(values_by_step: dict[int, float], n: int) -> tuple[float, list[int]] | None:
@@ -118,3 +126,25 @@ def write_csv(table: list[dict[str, Any]], path: Path) -> None:
                 "" if e["last_n"] is None else e["last_n"], " ".join(f"{s}:{v!r}" for s, v in e["per_seed"].items()),
                 " ".join(f"{s}:{n}" for s, n in e["points"].items()),
             ])
+
+
+def strength_table(runs: list[Run]) -> str:
+    """Markdown: per method, mean ± std over seeds of each run's mean over every step that logged
+    the ``STRENGTH_COLUMNS`` metric (the update share is measured every ``epo.diagnostic_every`` steps);
+    empty when no run logged any of them."""
+    keys = [k for k in STRENGTH_COLUMNS if any(r.metrics.get(k) for r in runs)]
+    if not keys:
+        return ""
+    header = ["method", *[STRENGTH_COLUMNS[k] for k in keys]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods_in_order(runs):
+        cells = []
+        for key in keys:
+            per_run = [statistics.fmean(v.values()) for r in runs if r.method == method and (v := r.metrics.get(key))]
+            entry = {"mean": statistics.fmean(per_run) if per_run else None, "n_seeds": len(per_run),
+                     "std": statistics.stdev(per_run) if len(per_run) > 1 else None}
+            cells.append(_cell(entry, sum(r.method == method for r in runs)))
+        lines.append("| " + " | ".join([method, *cells]) + " |")
+    note = ("\nHow strongly EPO acted: mean ± sample std over seeds of each run's mean over the steps that "
+            "logged the metric (`epo/update/*`: every `epo.diagnostic_every` steps; `docs/epo_band.md`).")
+    return "\n".join(lines) + "\n" + note + "\n"
