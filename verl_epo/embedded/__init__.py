@@ -23,6 +23,8 @@ What :func:`activate` does (each item is one obstacle stock verl or vLLM hits on
     (:mod:`.shm_cleanup`);
 11. the weight-sync socket is named per Ray cluster, so two trainings on one host keep apart
     (:func:`.verl_patches.patch_weight_sync_socket`).
+12. verl's five "<engine> engine is not available" warnings (torchtitan, veomni, automodel,
+    mindspeed, megatron; only FSDP is used) are ignored in every process (:mod:`.engine_warnings`).
 
 Patches of modules most processes never import wait for that import (:mod:`.import_hooks`).
 
@@ -35,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 
-from verl_epo.embedded import shm_cleanup, vllm_cpu
+from verl_epo.embedded import engine_warnings, shm_cleanup, vllm_cpu
 
 CPU_MODE_ENV_VAR = "VERL_EPO_CPU"
 FAKE_GPUS_ENV_VAR = "VERL_EPO_CPU_FAKE_GPUS"
@@ -71,6 +73,7 @@ def activate() -> None:
             f"{CPU_MODE_ENV_VAR}=1 conflicts with VERL_PLATFORM={requested_platform}; unset one of them"
         )
     os.environ[CPU_MODE_ENV_VAR] = "1"
+    engine_warnings.silence_unavailable_engines()  # before anything here imports verl's engines
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
     os.environ.setdefault("RAY_OVERRIDE_RESOURCES", json.dumps(ray_resource_overrides()))
     vllm_cpu.set_env_defaults()
