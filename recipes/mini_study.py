@@ -142,9 +142,11 @@ def print_plan(out: Path, runs: list[tuple[str, int]], seeds: list[int], steps: 
 
 
 def run_one(out: Path, method: str, seed: int, steps: int, test_freq: int, data: dict[str, Path],
-            extra: list[str], warm: dict) -> Path:
-    """Train one (method, seed) from the seed's warm-started model; returns the run directory."""
-    folder = run_dir(out, method, seed)
+            extra: list[str], warm: dict, label: str | None = None) -> Path:
+    """Train one (method, seed) from the seed's warm-started model; returns the run directory.
+    ``label`` (default ``method``) names the run's folder and its method in the report."""
+    label = label or method
+    folder = run_dir(out, label, seed)
     if is_complete(folder):
         log(f"{folder.name}: complete, skipped")
         return folder
@@ -152,8 +154,8 @@ def run_one(out: Path, method: str, seed: int, steps: int, test_freq: int, data:
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     overrides = [*METHODS[method], f"trainer.test_freq={test_freq}",
-                 f"trainer.experiment_name=mini-{method}-seed{seed}", *extra]
-    info = {"method": method, "seed": seed, "steps": steps, "overrides": overrides, "model": warm["model"],
+                 f"trainer.experiment_name=mini-{label}-seed{seed}", *extra]
+    info = {"method": label, "seed": seed, "steps": steps, "overrides": overrides, "model": warm["model"],
             "train_files": str(data["train"]), "val_files": str(data["val"]),
             "warm_start_steps": warm["steps"], "sampled_success": warm["sampled_success"], "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -6,14 +6,24 @@ from pathlib import Path
 import pytest
 
 from verl_epo.analysis.runs import load_run
-from verl_epo.analysis.study import RUNAWAY, RunawayCriterion, band_stats, runaway, study_report
+from verl_epo.analysis.study import (
+    COLLAPSE,
+    RUNAWAY,
+    CollapseCriterion,
+    RunawayCriterion,
+    band_stats,
+    collapse,
+    runaway,
+    study_report,
+)
 
 VAL = "val-aux/synthetic/val/success/mean@1"
 
 
 def _write(folder: Path, method: str, seed: int, entropy: list[float], band_high: list[float | None],
-           frac_above: list[float], validation: dict[int, float]) -> Path:
-    """Steps 0..len(entropy)-1; band_high None = no band yet (step 0)."""
+           frac_above: list[float], validation: dict[int, float], invalid: list[float] | None = None) -> Path:
+    """Steps 0..len(entropy)-1; band_high None = no band yet (step 0); invalid: invalid actions per
+    episode of 6 turns, per step."""
     folder.mkdir(parents=True)
     rows = []
     for step, (h, top, frac) in enumerate(zip(entropy, band_high, frac_above, strict=True)):
@@ -22,6 +32,8 @@ def _write(folder: Path, method: str, seed: int, entropy: list[float], band_high
             data.update({"epo/band_high": top, "epo/band_low": 0.0, "epo/reference_entropy": top / 2})
         if step in validation:
             data[VAL] = validation[step]
+        if invalid is not None:
+            data.update({"env/invalid_actions": invalid[step], "env/turns": 6.0})
         rows.append({"step": step, "data": data})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "run.json").write_text(json.dumps({"method": method, "seed": seed}))
@@ -36,8 +48,9 @@ def study(tmp_path_factory) -> Path:
     _write(root / "grpo-seed1", "grpo", 1, [0.3] * 7, band, [0, 0, 0.02, 0, 0.03, 0, 0],
            {0: 0.2, 2: 0.4, 4: 0.6, 6: 0.8})
     # two steps above 1.5 x 0.6 = 0.9, one below, two above: never 3 in a row -> no runaway
+    # invalid actions per turn 0.5, 0.5, 0.33, 0.5, 0.5, 0.5 from step 1: 3 in a row at or above 0.5 by step 6
     _write(root / "grpo-seed2", "grpo", 2, [0.3, 1.0, 1.0, 0.5, 1.0, 1.0, 0.5], band, [0.5] * 7,
-           {0: 0.0, 2: 0.2, 4: 0.2, 6: 0.2})
+           {0: 0.0, 2: 0.2, 4: 0.2, 6: 0.2}, invalid=[0, 3, 3, 2, 3, 3, 3])
     # 2.5 nats from step 3 on, above 0.9: band criterion met at step 5 (steps 3, 4, 5)
     _write(root / "grpo_epo-seed1", "grpo_epo", 1, [0.3, 0.4, 0.5, 2.5, 2.5, 2.5, 2.5], band, [1.0] * 7,
            {0: 0.2, 2: 0.2, 4: 0.0, 6: 0.0})
@@ -55,6 +68,13 @@ def test_runaway_criterion_hand_cases(study):
     # a looser criterion (2 consecutive steps) catches seed 2 of grpo at step 2
     assert runaway(load_run(study / "grpo-seed2"), RunawayCriterion(consecutive=2))["step"] == 2
     assert RUNAWAY.describe().startswith("trajectory entropy (Eq. 2) > 3 nats")
+
+
+def test_collapse_criterion_hand_cases(study):
+    assert collapse(load_run(study / "grpo-seed2")) == {"collapsed": True, "step": 6}
+    assert collapse(load_run(study / "grpo-seed2"), CollapseCriterion(consecutive=4))["collapsed"] is False
+    assert collapse(load_run(study / "grpo-seed1")) == {"collapsed": False, "step": None}  # not logged
+    assert COLLAPSE.describe().startswith("invalid actions per turn")
 
 
 def test_band_stats_hand_values(study):
@@ -85,7 +105,8 @@ def test_study_report_tables_and_figure(study, tmp_path):
     assert seeds[1]["initial_success"] == pytest.approx(0.2) and seeds[1]["warm_start_steps"] == 1250
     assert seeds[2]["learned"] is False and seeds[2]["runs"] == 2
     text = (tmp_path / "out" / "study.md").read_text()
-    assert "| grpo_epo | 1, 2 | 3.3 ± 4.7 | 2 of 2 (seed 1, 2) |" in text, text
+    assert "| grpo_epo | 1, 2 | 3.3 ± 4.7 | 2 of 2 (seed 1, 2) | 0 of 2 |" in text, text
+    assert "| grpo | 1, 2 | 40.0 ± 28.3 | 0 of 2 | 1 of 2 (seed 2) |" in text, text
     assert "| 2 | 3000 | 6.2 | 0.40 | 0.800 | no | 0.0 | 2 |" in text, text
     assert (tmp_path / "out" / "entropy_per_seed.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "results.md").is_file()  # the general report is written too

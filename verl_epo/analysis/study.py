@@ -58,6 +58,38 @@ class RunawayCriterion:
 
 RUNAWAY = RunawayCriterion()
 
+INVALID = "env/invalid_actions"
+TURNS = "env/turns"
+
+
+@dataclass(frozen=True)
+class CollapseCriterion:
+    """When a run counts as having collapsed into invalid actions (fixed before the strength study)."""
+
+    rate: float = 0.5
+    """Invalid actions per turn (``env/invalid_actions`` / ``env/turns``, the training batch's means) at
+    or above this ..."""
+    consecutive: int = 3
+    """... for this many consecutive logged steps."""
+
+    def describe(self) -> str:
+        return (f"invalid actions per turn (env/invalid_actions / env/turns) >= {self.rate:g} for "
+                f"{self.consecutive} consecutive steps")
+
+
+COLLAPSE = CollapseCriterion()
+
+
+def collapse(run: Run, criterion: CollapseCriterion = COLLAPSE) -> dict[str, Any]:
+    """Whether ``run`` collapsed into invalid actions: ``{"collapsed": bool, "step": first step it did or None}``."""
+    invalid, turns = run.metrics.get(INVALID, {}), run.metrics.get(TURNS, {})
+    streak = 0
+    for step in sorted(s for s in invalid if turns.get(s)):
+        streak = streak + 1 if invalid[step] / turns[step] >= criterion.rate else 0
+        if streak >= criterion.consecutive:
+            return {"collapsed": True, "step": step}
+    return {"collapsed": False, "step": None}
+
 
 def runaway(run: Run, criterion: RunawayCriterion = RUNAWAY) -> dict[str, Any]:
     """Whether ``run``'s entropy ran away, and the first step at which the criterion was met.
@@ -107,7 +139,7 @@ def method_summary(runs: list[Run], last_n: int = DEFAULT_LAST_N,
     summary = []
     for method in methods_in_order(runs):
         mine = sorted((r for r in runs if r.method == method), key=lambda r: r.seed)
-        per_run = {r.seed: {**band_stats(r), "runaway": runaway(r, criterion)} for r in mine}
+        per_run = {r.seed: {**band_stats(r), "runaway": runaway(r, criterion), "collapse": collapse(r)} for r in mine}
         success = next((e for e in table if e["method"] == method and keys and e["metric"] == keys[0]), None)
         frac_steps = [s["frac_steps_above"] for s in per_run.values() if s["frac_steps_above"] is not None]
         frac_tokens = [s["mean_frac_tokens_above"] for s in per_run.values()
@@ -118,6 +150,7 @@ def method_summary(runs: list[Run], last_n: int = DEFAULT_LAST_N,
             "success": None if success is None else {k: success[k] for k in ("mean", "std", "per_seed", "n_seeds")},
             "runaways": sum(s["runaway"]["ran_away"] for s in per_run.values()),
             "runaway_seeds": [seed for seed, s in per_run.items() if s["runaway"]["ran_away"]],
+            "collapse_seeds": [seed for seed, s in per_run.items() if s["collapse"]["collapsed"]],
             "frac_steps_above": _spread(frac_steps), "frac_tokens_above": _spread(frac_tokens),
             "per_seed": per_run,
         })
@@ -152,6 +185,11 @@ def _pct(entry: dict[str, Any] | None) -> str:
     return text + (f" ± {100 * entry['std']:.1f}" if entry.get("std") is not None else "")
 
 
+def _of_seeds(hit: list[int], seeds: list[int]) -> str:
+    """'1 of 3 (seed 2)': how many of a method's seeds met a criterion, and which."""
+    return f"{len(hit)} of {len(seeds)}" + (f" (seed {', '.join(map(str, hit))})" if hit else "")
+
+
 def _num(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
@@ -161,13 +199,11 @@ def to_markdown(methods: list[dict[str, Any]], seeds: list[dict[str, Any]], last
     """The study's two tables (methods, seeds) and how every number was taken."""
     metric = next((m["validation_metric"] for m in methods if m["validation_metric"]), None)
     title = f"{source_of(metric)} success (%)" if metric else "validation success (%)"
-    lines = [f"| method | seeds | {title} | entropy ran away | steps with tokens above the band (%) | "
-             "tokens above the band (%) |", "|---|---|---|---|---|---|"]
+    lines = [f"| method | seeds | {title} | entropy ran away | collapsed into invalid actions | steps with tokens "
+             "above the band (%) | tokens above the band (%) |", "|---|---|---|---|---|---|---|"]
     for m in methods:
-        runaway_text = f"{m['runaways']} of {len(m['seeds'])}"
-        if m["runaway_seeds"]:
-            runaway_text += f" (seed {', '.join(map(str, m['runaway_seeds']))})"
-        lines.append(f"| {m['method']} | {', '.join(map(str, m['seeds']))} | {_pct(m['success'])} | {runaway_text} | "
+        lines.append(f"| {m['method']} | {', '.join(map(str, m['seeds']))} | {_pct(m['success'])} | "
+                     f"{_of_seeds(m['runaway_seeds'], m['seeds'])} | {_of_seeds(m['collapse_seeds'], m['seeds'])} | "
                      f"{_pct(m['frac_steps_above'])} | {_pct(m['frac_tokens_above'])} |")
     lines += ["", "| seed | warm-start steps | sampled success at the check (%) | rule accuracy | answer loss | "
               "ready | validation success before RL (%) | runs |", "|---|---|---|---|---|---|---|---|"]
@@ -179,7 +215,8 @@ def to_markdown(methods: list[dict[str, Any]], seeds: list[dict[str, Any]], last
                      f"{_num(s['rule_accuracy'], '.2f')} | "
                      f"{_num(s['answer_loss'], '.3f')} | {learned} | {initial} | {s['runs']} |")
     lines += ["", f"Success: mean ± sample std (ddof=1) over seeds of each run's mean over its last {last_n} "
-              "validation points (never the best point). Entropy ran away: " + criterion.describe() + ". Steps "
+              "validation points (never the best point). Entropy ran away: " + criterion.describe() + ". Collapsed: "
+              + COLLAPSE.describe() + ". Steps "
               "with tokens above the band: a run's steps (from step 1, when H̄_ref exists) with any token above "
               "κ_r·H̄_ref; tokens above the band: a run's mean over steps of the fraction of its tokens above it; "
               "both mean ± std over seeds. Sampled success at the check: the warm-started model's success at "
@@ -210,7 +247,8 @@ def study_report(paths: list[str | Path], out: str | Path, last_n: int = DEFAULT
     seeds = seed_summary(runs, warm_starts)
     markdown = to_markdown(methods, seeds, last_n, criterion)
     (out / "study.md").write_text(markdown)
-    (out / "study.json").write_text(json.dumps({"criterion": asdict(criterion), "last_n": last_n, "methods": methods,
+    (out / "study.json").write_text(json.dumps({"criterion": asdict(criterion), "collapse": asdict(COLLAPSE),
+                                                "last_n": last_n, "methods": methods,
                                                 "seeds": seeds}, indent=2, default=str) + "\n")
     plots = [*base["plots"], plot_entropy_per_seed(runs, out)]
     return {**base, "plots": plots, "study_md": out / "study.md", "study_markdown": markdown,
