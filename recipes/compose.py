@@ -47,6 +47,18 @@ def _extends_ppo_trainer(path: Path) -> bool:
     return "ppo_trainer" in defaults
 
 
+# the CPU twins of the GPU recipes are cpu_<recipe>.yaml, except these two older names (make demo's)
+_TWIN_NAMES = {"cpu_sciworld": "sciworld_grpo_epo", "cpu_alfworld": "alfworld_grpo_epo"}
+# GPU recipes whose CPU twin is not written yet (recipes/README.md, "CPU twins")
+WITHOUT_CPU_TWIN = ("sciworld_grpo_epo_lora", "sciworld_grpo_epo_qwen3_8b", "alfworld_grpo_epo_qwen3_4b")
+
+
+def gpu_twin(cpu: str) -> str | None:
+    """The GPU recipe a CPU recipe is the twin of (None: cpu_synthetic, the demo's, has none)."""
+    name = _TWIN_NAMES.get(cpu, cpu.removeprefix("cpu_"))
+    return name if name != cpu and name in recipe_names(include_cpu=False) else None
+
+
 def recipe_name(name: str) -> str:
     """``sciworld_ppo_epo``, ``sciworld_ppo_epo.yaml`` or ``recipes/sciworld_ppo_epo.yaml`` -> stem."""
     stem = Path(name).name.removesuffix(".yaml")

@@ -17,7 +17,9 @@ std over seeds of the last validation points, plots) to ``<root>/report/<game>/`
   ``trainer.nnodes`` x ``trainer.n_gpus_per_node``, ``epo:``, ``env:``) and prints its update count.
 - ``--report``: only the reports, over the runs that have metrics.
 
-Ablations (``recipes/ablation/``) are run on the EPO recipes of the grid. Overrides after ``--``
+Ablations (``recipes/ablation/``) are run on the EPO recipes of the grid, except those that switch
+EPO off (verl's own entropy controls: ``clip_cov``, ``kl_cov``, ``entropy_bonus``), which are
+baselines and run on the baseline recipes (``ppo``, ``grpo``). Overrides after ``--``
 go to every run (e.g. ``recipe.model=...``, ``trainer.nnodes=2 +ray_kwargs.ray_init.address=auto``).
 ``VERL_EPO_ROOT`` (default ``outputs/``) is where data, runs and reports go, as for ``run.sh``.
 """
@@ -63,11 +65,20 @@ class GridRun:
         return ["bash", "recipes/run.sh", *(["--dry-run"] if dry_run else []), self.recipe, *self.overrides(extra)]
 
 
+def switches_epo_off(ablation: str) -> bool:
+    """The ablation sets ``epo.enable: false``: a baseline with another entropy control."""
+    import yaml
+
+    tree = yaml.safe_load((RECIPES_DIR / "ablation" / f"{ablation}.yaml").read_text()) or {}
+    return (tree.get("epo") or {}).get("enable") is False
+
+
 def grid(games: list[str], methods: list[str], seeds: list[int], ablations: list[str]) -> list[GridRun]:
-    """Methods x seeds per game, then each ablation of each EPO method x seeds."""
+    """Methods x seeds per game, then each ablation x seeds of each EPO method (of each baseline
+    method, for an ablation that switches EPO off)."""
     runs = [GridRun(g, m, s) for g in games for m in methods for s in seeds]
-    runs += [GridRun(g, m, s, a) for g in games for a in ablations for m in methods if m.endswith("_epo")
-             for s in seeds]
+    runs += [GridRun(g, m, s, a) for g in games for a in ablations for m in methods
+             if m.endswith("_epo") != switches_epo_off(a) for s in seeds]
     return runs
 
 

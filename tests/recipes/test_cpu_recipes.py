@@ -17,9 +17,10 @@ sys.path.insert(0, str(RECIPES))
 
 import compose  # noqa: E402
 
-GPU_TWIN = {"cpu_sciworld": "sciworld_grpo_epo", "cpu_alfworld": "alfworld_grpo_epo"}
-CPU_RECIPES = compose.recipe_names()
-CPU_RECIPES = [n for n in CPU_RECIPES if n.startswith("cpu_")]
+CPU_RECIPES = [n for n in compose.recipe_names() if n.startswith("cpu_")]
+GPU_TWIN = {cpu: compose.gpu_twin(cpu) for cpu in CPU_RECIPES if compose.gpu_twin(cpu) is not None}
+# what a twin may set beyond base/cpu.yaml: sizes only (every other key it writes restates its GPU recipe)
+SIZE_KEYS = ("epo.rows_per_update", "trainer.experiment_name")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -47,7 +48,11 @@ def composed(name: str) -> dict[str, Any]:
 def test_cpu_recipe_differs_from_its_gpu_twin_only_where_written(cpu):
     mine, twin = composed(cpu), composed(GPU_TWIN[cpu])
     differ = {key for key in mine.keys() | twin.keys() if mine.get(key, "<absent>") != twin.get(key, "<absent>")}
-    declared = written(RECIPES / "base" / "cpu.yaml") | written(RECIPES / f"{cpu}.yaml")
+    cpu_files = [RECIPES / f"{name}.yaml" for name in cpu_defaults(cpu)] + [RECIPES / f"{cpu}.yaml"]
+    declared = set().union(*(written(path) for path in cpu_files))
+    own = written(RECIPES / f"{cpu}.yaml")
+    restated = sorted(key for key in own - set(SIZE_KEYS) if mine.get(key) != twin.get(key))
+    assert not restated, f"{cpu}.yaml sets {restated} to other values than {GPU_TWIN[cpu]}: not a size override"
     undeclared = sorted(key for key in differ if not any(key == d or key.startswith(d + ".") for d in declared))
     assert not undeclared, f"{cpu} differs from {GPU_TWIN[cpu]} outside base/cpu.yaml and {cpu}.yaml: {undeclared}"
     # the paths users depend on are the GPU run's
@@ -55,6 +60,26 @@ def test_cpu_recipe_differs_from_its_gpu_twin_only_where_written(cpu):
                 "actor_rollout_ref.rollout.agent.default_agent_loop", "trainer.v1.trainer_mode",
                 "algorithm.adv_estimator", "trainer.val_before_train", "trainer.resume_mode", "epo.alpha"):
         assert mine[key] == twin[key], key
+
+
+def cpu_defaults(cpu: str) -> list[str]:
+    """The CPU files in a twin's defaults: base/cpu.yaml and the game's sizes (base/cpu_<game>.yaml)."""
+    defaults = yaml.safe_load((RECIPES / f"{cpu}.yaml").read_text())["defaults"]
+    return [d for d in defaults if isinstance(d, str) and d.startswith("base/cpu")]
+
+
+def test_every_gpu_recipe_has_a_cpu_twin_or_is_listed_as_without_one():
+    gpu = set(compose.recipe_names(include_cpu=False))
+    assert set(GPU_TWIN.values()) | set(compose.WITHOUT_CPU_TWIN) == gpu
+
+
+@pytest.mark.parametrize("cpu", sorted(GPU_TWIN))
+def test_cpu_twin_keeps_the_papers_update_schedule_scaled_to_its_batch(cpu):
+    """rows_per_update scales with the episodes of a step, so a CPU step makes as many updates as a
+    GPU step with episodes of the same length."""
+    mine, twin = compose.compose_recipe(cpu), compose.compose_recipe(GPU_TWIN[cpu])
+    episodes = lambda c: int(c.data.train_batch_size) * int(c.actor_rollout_ref.rollout.n)  # noqa: E731
+    assert mine.epo.rows_per_update * episodes(twin) == twin.epo.rows_per_update * episodes(mine)
 
 
 @pytest.mark.parametrize("name", CPU_RECIPES)
@@ -65,5 +90,6 @@ def test_cpu_recipe_runs_verl_vllm_rollout_on_cpu(name):
     assert rollout.dtype == "float32" and rollout.enforce_eager and not rollout.enable_sleep_mode
     assert config.trainer.device == "cpu" and config.trainer.n_gpus_per_node == 1
     assert config.recipe.model == config.critic.model.path == "/models/tiny"
-    assert config.trainer.v1.trainer_mode == "epo" and config.epo.enable
-    assert config.epo.rows_per_update is None
+    assert config.trainer.v1.trainer_mode == "epo"
+    if name in GPU_TWIN:
+        assert config.epo.enable == compose.compose_recipe(GPU_TWIN[name]).epo.enable

@@ -60,6 +60,19 @@ def test_the_grid_is_methods_x_seeds_then_ablations_of_the_epo_recipes():
     assert ablated[0].command(["trainer.nnodes=2"])[-2:] == ["ablation=no_beta", "trainer.nnodes=2"]
 
 
+@pytest.mark.parametrize("ablation", ["clip_cov", "kl_cov", "entropy_bonus"])
+def test_verl_entropy_controls_run_on_the_baseline_recipes(ablation):
+    """verl's own entropy controls switch EPO off: they are baselines beside EPO, run on the
+    grid's baseline recipes, and each composes and passes the checks."""
+    runs = grid.grid(["sciworld", "alfworld"], list(grid.METHODS), [1], [ablation])
+    ablated = [r for r in runs if r.ablation]
+    assert sorted({r.method for r in ablated}) == ["grpo", "ppo"]
+    assert ablated[0].experiment == f"sciworld_ppo_{ablation}_seed1"
+    config = grid.composed(ablated[0], [])
+    assert config.epo.enable is False
+    assert grid.check_run(ablated[0], [])[0].endswith("EPO off)")
+
+
 def finish(root: Path, experiment: str, step: int) -> None:
     tracker = root / "runs" / experiment / "checkpoints" / "latest_checkpointed_iteration.txt"
     tracker.parent.mkdir(parents=True, exist_ok=True)

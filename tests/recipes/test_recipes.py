@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may wait on the network
 
@@ -73,6 +74,12 @@ ABLATION_EFFECTS = {
     "kappa_wide": {"kappa_low": 0.0, "kappa_high": 3.0},
     "band_hold": {"band_mode": "hold"},
 }
+# verl's own entropy controls, baselines beside EPO: EPO off, then the verl setting they change
+VERL_CONTROLS = {
+    "clip_cov": ("actor_rollout_ref.actor.policy_loss.loss_mode", "clip_cov"),
+    "kl_cov": ("actor_rollout_ref.actor.policy_loss.loss_mode", "kl_cov"),
+    "entropy_bonus": ("actor_rollout_ref.actor.entropy_coeff", 0.001),
+}
 
 
 def parse_name(name: str) -> tuple[str, str, bool, str]:
@@ -112,7 +119,7 @@ def test_paper_recipes_exist():
     paper = {f"{g}_{m}{e}" for g in GAMES for m in ("ppo", "grpo") for e in ("", "_epo")}
     assert paper <= set(GPU_RECIPES), f"missing: {sorted(paper - set(GPU_RECIPES))}"
     assert set(VARIANTS) <= set(GPU_RECIPES)
-    assert set(ABLATIONS) == set(ABLATION_EFFECTS), "every ablation file needs its expected effect"
+    assert set(ABLATIONS) == set(ABLATION_EFFECTS) | set(VERL_CONTROLS), "every ablation file needs its expected effect"
 
 
 @pytest.mark.parametrize("name", GPU_RECIPES)
@@ -214,10 +221,10 @@ def _field(epo, path: str):
     return epo
 
 
-@pytest.mark.parametrize("ablation", ABLATIONS)
+@pytest.mark.parametrize("ablation", sorted(ABLATION_EFFECTS))
 def test_ablation(ablation, stand_in_model):
     # alternate games and methods so the ablations compose with every EPO recipe
-    index = ABLATIONS.index(ablation)
+    index = sorted(ABLATION_EFFECTS).index(ablation)
     name = ["sciworld_ppo_epo", "alfworld_grpo_epo", "sciworld_grpo_epo", "alfworld_ppo_epo"][index % 4]
     epo = compose.check_recipe(composed(name, f"ablation={ablation}"), stand_in_model=stand_in_model)
     paper = compose.check_recipe(composed(name), stand_in_model=stand_in_model)
@@ -229,6 +236,18 @@ def test_ablation(ablation, stand_in_model):
     )
     untouched = {"alpha", "entropy_coef", "gamma"} - set(ABLATION_EFFECTS[ablation])
     assert all(getattr(epo, k) == getattr(paper, k) for k in untouched)
+
+
+@pytest.mark.parametrize("ablation", sorted(VERL_CONTROLS))
+def test_verl_entropy_control_baseline(ablation, stand_in_model):
+    """verl's Clip-Cov, KL-Cov and entropy bonus switch EPO off (on an EPO recipe too) and change only
+    their one verl setting; check_recipe accepts them (verl's entropy_coeff is refused with EPO on)."""
+    key, value = VERL_CONTROLS[ablation]
+    for name in ("sciworld_grpo", "alfworld_ppo_epo"):
+        config, plain = composed(name, f"ablation={ablation}"), composed(name)
+        epo = compose.check_recipe(config, stand_in_model=stand_in_model)
+        assert not epo.enable
+        assert OmegaConf.select(config, key) == value != OmegaConf.select(plain, key)
 
 
 def test_entropy_bonus_baseline_on_a_plain_recipe(stand_in_model):
