@@ -19,12 +19,23 @@ def test_gradient_sums_hand_values():
     sums = gradient_sums([torch.tensor([3.0, 0.0]), torch.tensor([[1.0]])],
                          [torch.tensor([0.0, 4.0]), torch.tensor([[2.0]])])
     assert sums.tolist() == [10.0, 20.0, 2.0]
-    metrics = update_share_metrics(sums, torch.tensor([1.0, 4.0, 9.0, 36.0]))
+    # the step: a = 1, a + b = 2 (b = 1, along a); this step's gradient: a = 3, a + b = -3 (b = -6)
+    metrics = update_share_metrics(sums, torch.tensor([1.0, 4.0, 2.0, 9.0, 9.0, -9.0]))
     assert metrics["grad_ratio"] == pytest.approx(math.sqrt(2))
     assert metrics["grad_cos"] == pytest.approx(2 / math.sqrt(200))
     assert metrics["grad_share"] == pytest.approx(math.sqrt(20) / (math.sqrt(10) + math.sqrt(20)))
-    assert metrics["step_share"] == pytest.approx(0.5)
-    assert metrics["gradient_step_share"] == pytest.approx(0.5)
+    assert metrics["step_share"] == metrics["step_ratio"] == pytest.approx(0.5)
+    assert metrics["gradient_step_share"] == pytest.approx(3 / 9)
+    assert metrics["gradient_step_ratio"] == pytest.approx(1.0)
+
+
+def test_opposing_parts_share_stays_below_one_ratio_does_not():
+    """EPO's part a = 3 against the rest b = -2: the whole step is 1, EPO's part is 3 times it."""
+    a, b = torch.tensor([3.0]), torch.tensor([-2.0])
+    metrics = update_share_metrics(gradient_sums([b], [a]), adam_step_sums([b], [a], [None]))
+    assert metrics["gradient_step_share"] == metrics["step_share"] == pytest.approx(3 / 5)
+    assert metrics["gradient_step_ratio"] == metrics["step_ratio"] == pytest.approx(3.0)
+    assert metrics["grad_share"] == pytest.approx(3 / 5) and metrics["grad_cos"] == pytest.approx(-1.0)
 
 
 @pytest.mark.parametrize("max_norm", [None, 0.01])
@@ -44,7 +55,8 @@ def test_adam_step_sums_predict_adamws_real_step(max_norm):
     state = opt.state[theta]
     moments = AdamMoments(state["exp_avg"].clone(), state["exp_avg_sq"].clone(), int(state["step"]), 0.9, 0.999, 1e-8)
     scale = clip_scale(float((policy + epo).norm()), max_norm)
-    epo_sq, step_sq, epo_fresh_sq, fresh_sq = adam_step_sums([policy], [epo], [moments], scale).tolist()
+    sums = adam_step_sums([policy], [epo], [moments], scale)
+    epo_sq, step_sq, epo_step_dot, epo_fresh_sq, fresh_sq, epo_fresh_dot = sums.tolist()
     before = theta.detach().clone()
     theta.grad = (policy + epo).clone()
     if max_norm is not None:
@@ -55,8 +67,15 @@ def test_adam_step_sums_predict_adamws_real_step(max_norm):
     # the EPO part of the step: (1 − β1)·s·D·g_epo, with D from v_t of the whole gradient
     v_t = 0.999 * moments.exp_avg_sq.double() + 0.001 * (scale * (policy + epo).double()) ** 2
     d = 1 / ((v_t / (1 - 0.999**4)).sqrt() + 1e-8)
-    assert math.sqrt(epo_sq) == pytest.approx(float((0.1 * scale * d * epo.double()).norm()), rel=1e-9)
+    epo_step = 0.1 * scale * d * epo.double()
+    assert math.sqrt(epo_sq) == pytest.approx(float(epo_step.norm()), rel=1e-9)
+    # the rest of the step, as the change itself shows it: Δ·(1 − β1^t)/lr minus EPO's part
+    rest = -change * (1 - 0.9**4) / 1e-2 - epo_step
+    share = update_share_metrics(gradient_sums([policy], [epo]), sums)["step_share"]
+    assert share == pytest.approx(float(epo_step.norm() / (epo_step.norm() + rest.norm())), rel=1e-6)
+    assert epo_step_dot == pytest.approx(float(epo_step @ (epo_step + rest)), rel=1e-6)
     assert math.sqrt(epo_fresh_sq / fresh_sq) == pytest.approx(float((d * epo).norm() / (d * (policy + epo)).norm()))
+    assert epo_fresh_dot == pytest.approx(float((d * epo) @ (d * scale * (policy + epo))) * scale, rel=1e-9)
 
 
 def test_first_step_without_policy_gradient_is_all_epo():
@@ -71,7 +90,7 @@ def test_first_step_without_policy_gradient_is_all_epo():
 
 def test_without_moments_the_step_is_the_gradient():
     sums = adam_step_sums([torch.tensor([3.0])], [torch.tensor([1.0])], [None])
-    assert sums.tolist() == [1.0, 16.0, 1.0, 16.0]
+    assert sums.tolist() == [1.0, 16.0, 4.0, 1.0, 16.0, 4.0]
 
 
 def test_clip_scale_matches_torch():

@@ -13,17 +13,22 @@ Adam moves each parameter by
     m_t = β1·m + (1 − β1)·s·g,   v_t = β2·v + (1 − β2)·(s·g)²,   s = min(1, c / (‖g‖ + 1e-6)),
 
 so where g_pol is zero the EPO gradient alone sets a full-size step whatever λ is. With
-D = 1 / (sqrt(v_t / (1 − β2^t)) + ε), two shares:
+D = 1 / (sqrt(v_t / (1 − β2^t)) + ε), Adam's step splits into EPO's part and the rest:
 
-    gradient_step_share = ‖D·g_epo‖ / ‖D·g‖                  (of what this step's gradient adds to Δ)
-    step_share          = ‖(1 − β1)·s·D·g_epo‖ / ‖D·m_t‖      (of Δ itself, momentum included)
+    this step's gradient:  D·g = D·g_epo + D·g_pol
+    the step itself:       D·m_t = (1 − β1)·s·D·g_epo + [β1·D·m + (1 − β1)·s·D·g_pol]
 
-(the factor −lr / (1 − β1^t) cancels). The first says what Adam made of this step's gradient: 1
-where g_pol = 0. The second is the part of the actual parameter change that this step's EPO
-gradient makes; the momentum m carries earlier steps' gradients, EPO's among them, which cannot be
-told apart here, so on a run whose policy gradient is zero on every step it is below 1 although all
-of Δ comes from EPO. AdamW's decoupled weight decay is left out of Δ: it does not depend on the
-gradient. Without Adam state (SGD) D = 1 and m = 0.
+(the factor −lr / (1 − β1^t) cancels). For each split, a = EPO's part, b = the rest, two numbers:
+
+    share = ‖a‖ / (‖a‖ + ‖b‖)   in [0, 1], as ``grad_share`` for the raw gradients
+    ratio = ‖a‖ / ‖a + b‖       EPO's part next to the whole; above 1 when the parts oppose
+
+``gradient_step_*`` is the first split (what Adam made of this step's gradient: share 1 where
+g_pol = 0), ``step_*`` the second (the actual parameter change). The momentum m carries earlier
+steps' gradients, EPO's among them, which cannot be told apart here, so on a run whose policy
+gradient is zero on every step ``step_share`` is below 1 although all of Δ comes from EPO. AdamW's
+decoupled weight decay is left out of Δ: it does not depend on the gradient. Without Adam state
+(SGD) D = 1 and m = 0.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ import torch
 
 GRAD_SUMS = ("policy_sq", "epo_sq", "dot")
 """What ``gradient_sums`` returns, in order: ‖g_pol‖², ‖g_epo‖², g_pol·g_epo."""
-STEP_SUMS = ("epo_step_sq", "step_sq", "epo_fresh_sq", "fresh_sq")
-"""What ``adam_step_sums`` returns, in order: ‖(1 − β1)·s·D·g_epo‖², ‖D·m_t‖², ‖D·g_epo‖², ‖D·g‖²."""
+STEP_SUMS = ("epo_step_sq", "step_sq", "epo_step_dot", "epo_fresh_sq", "fresh_sq", "epo_fresh_dot")
+"""What ``adam_step_sums`` returns, in order: for the step a = (1 − β1)·s·D·g_epo and a + b = D·m_t,
+‖a‖², ‖a + b‖², a·(a + b); the same three for this step's gradient, a = D·g_epo and a + b = D·g."""
 
 
 @dataclass(frozen=True)
@@ -81,19 +87,19 @@ def adam_step_sums(
     moments: Iterable[AdamMoments | None],
     scale: float = 1.0,
 ) -> torch.Tensor:
-    """float64 [4]: the ``STEP_SUMS`` (module docstring) over the given tensors.
+    """float64 [6]: the ``STEP_SUMS`` (module docstring) over the given tensors.
 
     Args:
         policy, epo: gradient tensors, one per parameter, as in ``gradient_sums``.
         moments: each parameter's Adam state, or None for an optimizer without moments (D = 1, m = 0).
         scale: s, the clipping factor (``clip_scale`` of the total gradient norm).
     """
-    sums = torch.zeros(4, dtype=torch.float64)
+    sums = torch.zeros(6, dtype=torch.float64)
     for p, e, state in zip(policy, epo, moments, strict=True):
         e64 = e.detach().double() * scale
         g64 = p.detach().double() * scale + e64
         if state is None:
-            sums += torch.stack([(e64 * e64).sum(), (g64 * g64).sum()]).repeat(2).cpu()
+            sums += torch.stack([(e64 * e64).sum(), (g64 * g64).sum(), (e64 * g64).sum()]).repeat(2).cpu()
             continue
         b1, b2 = state.beta1, state.beta2
         t = state.step + 1
@@ -104,8 +110,18 @@ def adam_step_sums(
         epo_fresh, fresh = precond * e64, precond * g64
         epo_step = (1 - b1) * epo_fresh
         step = precond * (b1 * m) + (1 - b1) * fresh
-        sums += torch.stack([(x * x).sum() for x in (epo_step, step, epo_fresh, fresh)]).cpu()
+        sums += torch.stack([(epo_step * epo_step).sum(), (step * step).sum(), (epo_step * step).sum(),
+                             (epo_fresh * epo_fresh).sum(), (fresh * fresh).sum(), (epo_fresh * fresh).sum()]).cpu()
     return sums
+
+
+def _split(part_sq: float, whole_sq: float, dot: float) -> tuple[float, float]:
+    """(share, ratio) of a part a in a whole a + b from ‖a‖², ‖a + b‖², a·(a + b); (0, 0) for a zero whole."""
+    if whole_sq <= 0:
+        return 0.0, 0.0
+    part = math.sqrt(max(part_sq, 0.0))
+    rest = math.sqrt(max(whole_sq - 2 * dot + part_sq, 0.0))
+    return (part / (part + rest) if part + rest > 0 else 0.0), part / math.sqrt(whole_sq)
 
 
 def update_share_metrics(grad_sums: torch.Tensor, step_sums: torch.Tensor) -> dict[str, float]:
@@ -115,11 +131,13 @@ def update_share_metrics(grad_sums: torch.Tensor, step_sums: torch.Tensor) -> di
         ``grad_norm_policy``, ``grad_norm_epo``: ‖g_pol‖, ‖g_epo‖; ``grad_ratio``: ‖g_epo‖ / ‖g_pol‖,
         left out where g_pol = 0 (every advantage zero and no KL: the ratio is infinite);
         ``grad_cos``: their cosine (0 when either is 0); ``grad_share``: ‖g_epo‖ / (‖g_pol‖ + ‖g_epo‖),
-        in [0, 1] on every step; ``gradient_step_share`` and ``step_share``: EPO's shares of Adam's
-        step (module docstring; 0 when the step is 0). All finite.
+        in [0, 1] on every step; ``gradient_step_share`` / ``gradient_step_ratio`` and ``step_share`` /
+        ``step_ratio``: EPO's part of Adam's step (module docstring; 0 when the step is 0). All finite.
     """
     policy_sq, epo_sq, dot = (float(x) for x in grad_sums)
-    epo_step_sq, step_sq, epo_fresh_sq, fresh_sq = (float(x) for x in step_sums)
+    epo_step_sq, step_sq, epo_step_dot, epo_fresh_sq, fresh_sq, epo_fresh_dot = (float(x) for x in step_sums)
+    gradient_step_share, gradient_step_ratio = _split(epo_fresh_sq, fresh_sq, epo_fresh_dot)
+    step_share, step_ratio = _split(epo_step_sq, step_sq, epo_step_dot)
     policy_norm, epo_norm = math.sqrt(max(policy_sq, 0.0)), math.sqrt(max(epo_sq, 0.0))
     both = policy_norm * epo_norm
     metrics = {
@@ -127,8 +145,10 @@ def update_share_metrics(grad_sums: torch.Tensor, step_sums: torch.Tensor) -> di
         "grad_norm_epo": epo_norm,
         "grad_cos": dot / both if both > 0 else 0.0,
         "grad_share": epo_norm / (policy_norm + epo_norm) if policy_norm + epo_norm > 0 else 0.0,
-        "gradient_step_share": math.sqrt(epo_fresh_sq / fresh_sq) if fresh_sq > 0 else 0.0,
-        "step_share": math.sqrt(epo_step_sq / step_sq) if step_sq > 0 else 0.0,
+        "gradient_step_share": gradient_step_share,
+        "gradient_step_ratio": gradient_step_ratio,
+        "step_share": step_share,
+        "step_ratio": step_ratio,
     }
     if policy_norm > 0:
         metrics["grad_ratio"] = epo_norm / policy_norm

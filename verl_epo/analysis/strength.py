@@ -23,7 +23,7 @@ from verl_epo.analysis.tables import last_n_mean
 LABEL = re.compile(r"^(?P<method>.+?)(?:_lam(?P<coef>[0-9.e+-]+))?$")
 SHARES = {
     "epo/update/step_share": "share of Adam's step (%)",
-    "epo/update/gradient_step_share": "share of the gradient's step (%)",
+    "epo/update/step_ratio": "EPO's step ÷ whole step (%)",
     "epo/update/grad_share": "gradient share (%)",
     "epo/band/traj_inside": "trajectories in band (%)",
 }
@@ -82,7 +82,9 @@ def to_markdown(rows: list[dict[str, Any]], last_n: int) -> str:
         ]) + " |")
     lines += ["", f"Mean ± sample std over seeds. Success: each run's mean over its last {last_n} validation "
               "points (never the best). Shares: each run's mean over the steps that measured them "
-              "(`epo/update/*`, `docs/epo_band.md`); trajectories in band: `epo/band/traj_inside`. Entropy ran "
+              "(`epo/update/*`, `docs/epo_band.md`); a share is ‖EPO's part‖ / (‖EPO's part‖ + ‖the rest‖), "
+              "in [0, 100] %; EPO's step ÷ whole step is above 100 % where EPO's part and the policy "
+              "gradient's oppose; trajectories in band: `epo/band/traj_inside`. Entropy ran "
               f"away: {RUNAWAY.describe()}. Collapsed: {COLLAPSE.describe()}."]
     return "\n".join(lines) + "\n"
 

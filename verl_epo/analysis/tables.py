@@ -21,6 +21,7 @@ DEFAULT_LAST_N = 3
 EVAL_PREFIX = "eval:"
 STRENGTH_COLUMNS = {
     "epo/update/step_share": "EPO's share of Adam's step (%)",
+    "epo/update/step_ratio": "‖EPO's part of the step‖ / ‖step‖ (%)",
     "epo/update/gradient_step_share": "EPO's share of what the step's gradient adds (%)",
     "epo/update/grad_share": "‖g_EPO‖ / (‖g_pol‖ + ‖g_EPO‖) (%)",
     "epo/update/zero_adv_groups": "groups with all-zero advantage (%)",
