@@ -99,7 +99,7 @@ def adam_step_sums(
         e64 = e.detach().double() * scale
         g64 = p.detach().double() * scale + e64
         if state is None:
-            sums += torch.stack([(e64 * e64).sum(), (g64 * g64).sum(), (e64 * g64).sum()]).repeat(2).cpu()
+            sums += _part_sums(e64, g64).repeat(2)
             continue
         b1, b2 = state.beta1, state.beta2
         t = state.step + 1
@@ -110,9 +110,13 @@ def adam_step_sums(
         epo_fresh, fresh = precond * e64, precond * g64
         epo_step = (1 - b1) * epo_fresh
         step = precond * (b1 * m) + (1 - b1) * fresh
-        sums += torch.stack([(epo_step * epo_step).sum(), (step * step).sum(), (epo_step * step).sum(),
-                             (epo_fresh * epo_fresh).sum(), (fresh * fresh).sum(), (epo_fresh * fresh).sum()]).cpu()
+        sums += torch.cat([_part_sums(epo_step, step), _part_sums(epo_fresh, fresh)])
     return sums
+
+
+def _part_sums(part: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """float64 [3] on the CPU: ‖part‖², ‖whole‖², part·whole (two same-shaped tensors)."""
+    return torch.stack([(part * part).sum(), (whole * whole).sum(), (part * whole).sum()]).cpu()
 
 
 def _split(part_sq: float, whole_sq: float, dot: float) -> tuple[float, float]:
