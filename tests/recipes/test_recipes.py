@@ -80,6 +80,15 @@ VERL_CONTROLS = {
     "kl_cov": ("actor_rollout_ref.actor.policy_loss.loss_mode", "kl_cov"),
     "entropy_bonus": ("actor_rollout_ref.actor.entropy_coeff", 0.001),
 }
+# estimator / policy-loss variants with EPO as the recipe has it: ablation -> the verl settings it makes
+ESTIMATORS = {
+    "rloo": {"algorithm.adv_estimator": "rloo"},
+    "reinforce_plus_plus": {"algorithm.adv_estimator": "reinforce_plus_plus"},
+    "gspo": {"actor_rollout_ref.actor.policy_loss.loss_mode": "gspo",
+             "actor_rollout_ref.actor.loss_agg_mode": "seq-mean-token-mean"},
+    "dr_grpo": {"algorithm.norm_adv_by_std_in_grpo": False,
+                "actor_rollout_ref.actor.loss_agg_mode": "seq-mean-token-sum-norm"},
+}
 
 
 def parse_name(name: str) -> tuple[str, str, bool, str]:
@@ -119,7 +128,8 @@ def test_paper_recipes_exist():
     paper = {f"{g}_{m}{e}" for g in GAMES for m in ("ppo", "grpo") for e in ("", "_epo")}
     assert paper <= set(GPU_RECIPES), f"missing: {sorted(paper - set(GPU_RECIPES))}"
     assert set(VARIANTS) <= set(GPU_RECIPES)
-    assert set(ABLATIONS) == set(ABLATION_EFFECTS) | set(VERL_CONTROLS), "every ablation file needs its expected effect"
+    assert set(ABLATIONS) == set(ABLATION_EFFECTS) | set(VERL_CONTROLS) | set(ESTIMATORS), (
+        "every ablation file needs its expected effect")
 
 
 @pytest.mark.parametrize("name", GPU_RECIPES)
@@ -236,6 +246,18 @@ def test_ablation(ablation, stand_in_model):
     )
     untouched = {"alpha", "entropy_coef", "gamma"} - set(ABLATION_EFFECTS[ablation])
     assert all(getattr(epo, k) == getattr(paper, k) for k in untouched)
+
+
+@pytest.mark.parametrize("ablation", sorted(ESTIMATORS))
+def test_estimator_variant_keeps_epo(ablation, stand_in_model):
+    """RLOO, REINFORCE++, GSPO and Dr. GRPO change only their verl settings: EPO stays exactly as
+    the recipe has it, and check_recipe accepts the result."""
+    for name in ("sciworld_grpo_epo", "alfworld_grpo_epo"):
+        config, plain = composed(name, f"ablation={ablation}"), composed(name)
+        epo = compose.check_recipe(config, stand_in_model=stand_in_model)
+        assert epo == compose.check_recipe(plain, stand_in_model=stand_in_model)
+        for key, value in ESTIMATORS[ablation].items():
+            assert OmegaConf.select(config, key) == value != OmegaConf.select(plain, key), key
 
 
 @pytest.mark.parametrize("ablation", sorted(VERL_CONTROLS))
@@ -365,3 +387,22 @@ def test_run_sh_dry_run(tmp_path):
                      "checks passed (verl validate_config, EPO on)"):
         assert expected in out, f"{expected!r} not in the dry-run output"
     assert not list(tmp_path.iterdir()), "--dry-run must not build or write anything"
+
+
+def test_readme_table_names_every_recipe_and_its_twin():
+    """recipes/README.md's table has a row for every GPU recipe, naming its CPU twin (or none) and
+    the test file that trains it; every twin and test file it names exists."""
+    rows = {}
+    for line in README.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.split("|")[1:-1]]
+        if len(cells) == 7 and cells[0] in GPU_RECIPES:
+            rows[cells[0]] = cells
+    assert set(rows) == set(GPU_RECIPES), f"rows missing: {sorted(set(GPU_RECIPES) - set(rows))}"
+    for name, cells in rows.items():
+        twin, trained_in = cells[5], cells[6]
+        if twin == "none yet":
+            assert name in compose.WITHOUT_CPU_TWIN, f"{name} has a CPU twin the table does not name"
+            continue
+        assert compose.gpu_twin(twin) == name, f"{twin} is not the CPU twin of {name}"
+        test_file = trained_in.split("`")[0].split(" ")[0]
+        assert (RECIPES.parent / test_file).is_file(), test_file
