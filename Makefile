@@ -13,7 +13,7 @@ STEPS ?=
 GAME ?= synthetic
 OUT ?= outputs/demo-$(GAME)
 
-.PHONY: install test test-all lint doctor demo bench clean
+.PHONY: install test test-recipes test-all lint doctor demo bench clean
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ doctor: install
 
 test: install lint doctor
 	$(VENV)/bin/python -m pytest -q tests
+
+# every CPU twin and variant of the GPU recipes trains 2 steps (~25 min on 2 cores; CI runs it after `make test`)
+test-recipes: install
+	$(VENV)/bin/python -m pytest -q tests -m recipes
 
 test-all: install
 	$(VENV)/bin/python -m pytest -q tests -m "slow or not slow"
