@@ -124,6 +124,19 @@ class EPOState:
         return int(state["global_step"])
 
 
+def updates_with_real_rows(updates: int, rows: int, unit: int) -> int:
+    """The most optimizer updates, at most ``updates``, for a step of ``rows`` real rows whose batch
+    is padded to a multiple of ``updates x unit`` rows and split into equal updates, such that the
+    padding is smaller than one update: then no update is padding only (one that is has no token
+    to average over: a PPO twin at 2 rows per update with micro-batches of 4 logged NaN
+    ``critic/vf_loss``). One update always qualifies (its padding is below ``unit``)."""
+    for k in range(updates, 1, -1):
+        padded = math.ceil(rows / (k * unit)) * k * unit
+        if padded - rows < padded // k:
+            return k
+    return 1
+
+
 @register_trainer("epo")
 class EPOTrainer(PPOTrainerSync):
     """``PPOTrainerSync`` + EPO. Works with any advantage estimator and any agent loop."""
@@ -141,6 +154,7 @@ class EPOTrainer(PPOTrainerSync):
         self._pending: StepTerms | None = None
         self._fetches = (-1, 0)
         self._step_updates: int | None = None
+        self._step_rows = 0
         logger.info("EPO settings: %s", json.dumps(self.epo.to_dict()))
 
     # ----- set-up -----------------------------------------------------------------------------
@@ -176,18 +190,35 @@ class EPOTrainer(PPOTrainerSync):
         # balanced layout, and so the mini-batches, do not depend on timing
         rows = [parse_row_key(key) for key in batch.keys]
         batch.reorder(sorted(range(len(batch)), key=rows.__getitem__))
-        self._step_updates = self.epo.updates_for(sum(_active_rows(batch)))
+        self._step_rows = sum(_active_rows(batch))
+        self._step_updates = self.epo.updates_for(self._step_rows)
+        batch = super()._balance_batch(batch, metrics, *args, **kwargs)  # may lower _step_updates
         if self._step_updates is not None:
             metrics["epo/updates_per_step"] = self._step_updates
-        return super()._balance_batch(batch, metrics, *args, **kwargs)
+        return batch
 
     def _get_required_batch_multiple(self, dp_size: int) -> int:
         """With K updates this step (``epo.updates_per_step`` or ``epo.rows_per_update``), pad the
         batch to K equal mini-batches whose rows are a multiple of rollout.n and, per data-parallel
-        rank, of every micro-batch size (actor, log-prob and, with a critic, the critic's)."""
-        updates = self._step_updates
-        if updates is None:
+        rank, of every micro-batch size (actor, log-prob and, with a critic, the critic's). K is
+        lowered where that padding would fill a whole update (:func:`updates_with_real_rows`)."""
+        if self._step_updates is None:
             return super()._get_required_batch_multiple(dp_size)
+        per_update = self._update_unit(dp_size)
+        updates = updates_with_real_rows(self._step_updates, self._step_rows, per_update)
+        if updates < self._step_updates:
+            logger.warning(
+                "step %s: %s updates of %s turn rows would leave whole updates of padding (each update's rows "
+                "are a multiple of %s: rollout.n, data-parallel ranks x micro-batch sizes); making %s updates. "
+                "Lower the micro-batch sizes or raise epo.rows_per_update to keep the schedule.",
+                self.global_steps, self._step_updates, self._step_rows, per_update, updates,
+            )
+            self._step_updates = updates
+        return updates * per_update
+
+    def _update_unit(self, dp_size: int) -> int:
+        """The rows every update's mini-batch is a multiple of: rollout.n and, per data-parallel rank,
+        every micro-batch size (actor, log-prob and, with a critic, the critic's)."""
         n = int(self.config.actor_rollout_ref.rollout.n)
         per_update = math.lcm(n, dp_size)
         micro_sizes = []
@@ -200,7 +231,7 @@ class EPOTrainer(PPOTrainerSync):
         for micro in micro_sizes:
             if micro:
                 per_update = math.lcm(per_update, dp_size * int(micro))
-        return updates * per_update
+        return per_update
 
     def _num_mini_batches(self, rows: int) -> int:
         """Optimizer updates the actor takes on a (padded) batch of ``rows`` rows per epoch."""

@@ -24,7 +24,7 @@ from verl.trainer.ppo.v1 import trainer_base
 from verl.utils import tensordict_utils as tu
 
 from verl_epo.config import EPOConfig
-from verl_epo.trainer import EPOTrainer
+from verl_epo.trainer import EPOTrainer, updates_with_real_rows
 
 DP = 8
 TASKS, N = 16, 8
@@ -174,3 +174,30 @@ def test_without_either_option_verl_splits_by_ppo_mini_batch_size(monkeypatch):
     assert "epo/updates_per_step" not in metrics
     assert mini == TASKS * N  # 128 turn rows per update: about one update per turn of an episode
     assert len(verl_split(sent, mini)) == math.ceil(sum(turns) / (TASKS * N))
+
+
+@pytest.mark.parametrize(("updates", "rows", "unit", "expected"), [
+    (8, 16, 4, 4),  # 8 x 4 = 32 rows, 16 of them padding: 4 updates of 4 real rows instead
+    (3, 13, 4, 2),  # 3 x 8 = 24 rows, 11 padding >= an update of 8; 2 x 8 = 16 has 3
+    (2, 2000, 64, 2),  # the paper-scale step: padding (48 rows) far below an update (1,024)
+    (5, 1, 4, 1),
+])
+def test_updates_are_lowered_only_where_padding_would_fill_one(updates, rows, unit, expected):
+    made = updates_with_real_rows(updates, rows, unit)
+    assert made == expected
+    padded = math.ceil(rows / (made * unit)) * made * unit
+    assert padded - rows < padded // made  # no update can be padding only
+
+
+def test_more_updates_than_real_rows_allow_are_lowered(monkeypatch, caplog):
+    batch, turns = uneven_batch(10, max_turns=3)
+    rows = sum(turns)
+    trainer, workers = make_trainer({"rows_per_update": 8})  # far below an update's 64-row unit here
+    with caplog.at_level("WARNING"):
+        padded, metrics = run_step(trainer, batch, monkeypatch)
+    [(_, sent, mini)] = workers.calls
+    made = metrics["epo/updates_per_step"]
+    assert 1 < made < math.ceil(rows / 8)
+    assert len(verl_split(sent, mini)) == made
+    assert len(padded) - rows < mini  # fewer padding rows than one update holds
+    assert "would leave whole updates of padding" in caplog.text
