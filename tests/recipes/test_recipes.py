@@ -193,7 +193,7 @@ def test_recipe(name, stand_in_model):
     # rollout and per-turn token limits
     assert rollout.name == "vllm" and rollout.mode == "async"
     assert n_gpus % rollout.tensor_model_parallel_size == 0
-    # docs/prompt_lengths.md: 2.3x the longest measured prompt at 3 characters per token
+    # docs/prompt_lengths.md: 3.0x the longest measured prompt (1,010 real Qwen tokens)
     assert (rollout.prompt_length, rollout.response_length) == (3072, 512)
     assert rollout.max_model_len >= rollout.prompt_length + rollout.response_length
     assert rollout.agent.default_agent_loop == "text_game"
