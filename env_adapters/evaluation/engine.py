@@ -13,7 +13,7 @@ from env_adapters.base import TaskSpec
 from env_adapters.episode import Policy
 
 if TYPE_CHECKING:
-    from env_adapters.evaluate import EvalSettings
+    from env_adapters.evaluation.settings import EvalSettings
 
 def episode_seed(seed: int, index: int, task: TaskSpec) -> int:
     """The sampling seed of one episode: a hash of (evaluation seed, task index, task identity)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from env_adapters.evaluate import EvalSettings
+    from env_adapters.evaluation.settings import EvalSettings
 
 EPISODES_FILE = "episodes.jsonl"
 CONFIG_FILE = "eval_config.json"

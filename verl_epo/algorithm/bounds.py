@@ -57,12 +57,14 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
         raise BoundError(name, value, f"one of {tuple(choices)}")
 
 
+HISTORY_MODES = ("cumulative", "window", "ema")
+"""How the entropy history forms Eq. 3's reference (``verl_epo.algorithm.history``)."""
+
+
 def check_history(mode: Any, window: Any = None, decay: Any = None) -> None:
     """The entropy history behind Eq. 3's reference: ``mode`` in ``HISTORY_MODES``; ``window`` an
     integer >= 1 (needed by mode 'window'); ``decay`` in [0, 1) (needed by mode 'ema'). A setting
     given for another mode is still checked."""
-    from verl_epo.algorithm.history import HISTORY_MODES  # history imports this module
-
     check_choice("mode", mode, HISTORY_MODES)
     if window is not None:
         check_positive_int("window", window)

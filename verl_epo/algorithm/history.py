@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 
-from verl_epo.algorithm.bounds import check_history
+from verl_epo.algorithm.bounds import HISTORY_MODES, check_history
 
 __all__ = ["EntropyHistory", "PerTurnEntropyHistory", "HISTORY_MODES", "reference_per_token"]
 
-HISTORY_MODES = ("cumulative", "window", "ema")
 
 
 def _finite(value: Any, what: str) -> float:
