@@ -20,7 +20,6 @@ from verl_epo.algorithm.bounds import HISTORY_MODES, check_history
 __all__ = ["EntropyHistory", "PerTurnEntropyHistory", "HISTORY_MODES", "reference_per_token"]
 
 
-
 def _finite(value: Any, what: str) -> float:
     try:
         number = float(value)
