@@ -6,6 +6,11 @@ rollout (``make test-recipes``; recipes/README.md lists which test runs which re
   batch. Independent checks share a training: three baseline twins train with one of verl's own
   entropy controls (the EPO-off ablations clip_cov, kl_cov, entropy_bonus).
 - RLOO, REINFORCE++, GSPO and Dr. GRPO with EPO on (``ablation=<variant>``) on the synthetic game.
+- The Qwen3 twin (``cpu_alfworld_grpo_epo_qwen3_4b``) on a tiny ``Qwen3ForCausalLM`` (head_dim 32).
+- The LoRA twin (``cpu_sciworld_grpo_epo_lora``): verl's LoRA actor, vLLM's LoRA, the adapter synced
+  after every update, the reference policy the base model with the adapter off. Its model is
+  warm-started on a few expert turns so that rewards differ within a group at step 1: the first
+  update is a real one, so a stale adapter in vLLM would show as a log-prob gap.
 
 Each run checks finite ``epo/*`` metrics and that the rollout's log-probs equal the actor's after
 every update (the weights were synced).
@@ -19,7 +24,10 @@ from pathlib import Path
 
 import pytest
 from test_train_cpu import EPO_KEYS
-from test_train_games import game_setup  # noqa: F401  (the per-game model and data fixture)
+from test_train_games import (
+    GAMES,
+    game_setup,  # noqa: F401  (the per-game model and data fixture)
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes"))
 import compose  # noqa: E402
@@ -87,3 +95,92 @@ def test_estimator_variant_trains_with_epo(tiny_setup, train, variant):
         "trainer.total_training_steps=2", "trainer.save_freq=-1", f"ablation={variant}",
     ])
     check_rows(rows, epo_on=True)
+
+
+@pytest.fixture(scope="module")
+def qwen3_setup(tmp_path_factory):
+    """A random tiny Qwen3ForCausalLM (head_dim 32) with a tokenizer trained on ALFWorld's text, and
+    2 games of data."""
+    from env_adapters.corpus import write_corpus
+    from env_adapters.dataset import build_dataset
+    from verl_epo.embedded.tiny_model import build_tiny_model
+
+    _, train_set, val_set = GAMES["alfworld"]
+    root = tmp_path_factory.mktemp("qwen3")
+    write_corpus(["alfworld"], root / "corpus.txt", episodes=3, max_steps=10)
+    summary = build_tiny_model([root / "corpus.txt"], root / "model", hidden=32, layers=2, heads=1, arch="qwen3")
+    assert summary["architecture"] == "Qwen3ForCausalLM"
+    data = build_dataset(root / "data", train_set=train_set, val_set=val_set, limit=2)
+    return {"game": "alfworld", "root": root, "model": root / "model", **data}
+
+
+def test_qwen3_twin_trains_two_steps(qwen3_setup, train):
+    twin = "cpu_alfworld_grpo_epo_qwen3_4b"
+    rows_per_update = scaled_rows_per_update(twin, tasks=2, n=2)
+    micro = min(4, rows_per_update)
+    rows = train(qwen3_setup, qwen3_setup["root"] / "run", recipe=twin, overrides=[
+        "trainer.total_training_steps=2", "trainer.save_freq=-1", f"env.max_turns={TURNS}",
+        "data.max_prompt_length=2048", f"epo.rows_per_update={rows_per_update}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
+    ])
+    check_rows(rows, epo_on=True)
+    log = (qwen3_setup["root"] / "run" / "train.log").read_text()
+    assert "Qwen3ForCausalLM contains" in log, "verl's actor did not build a Qwen3ForCausalLM"
+
+
+@pytest.fixture(scope="module")
+def lora_setup(tmp_path_factory):
+    """A tiny Qwen2 with a ScienceWorld tokenizer, briefly warm-started on expert turns (some of its
+    actions are valid, some not: rewards differ within a group), and 2 tasks of data."""
+    from env_adapters.corpus import write_corpus
+    from env_adapters.dataset import build_dataset
+    from env_adapters.episode import EpisodeSettings
+    from env_adapters.expert import expert_rows
+    from verl_epo.embedded.tiny_model import build_tiny_model
+    from verl_epo.embedded.warm_start import warm_start
+
+    _, train_set, val_set = GAMES["sciworld"]
+    root = tmp_path_factory.mktemp("lora")
+    write_corpus(["sciworld"], root / "corpus.txt", episodes=3, max_steps=10)
+    build_tiny_model([root / "corpus.txt"], root / "init", hidden=32, layers=2, heads=1)
+    # the expert wins these 2 tasks in 29 and 36 turns: every turn of both episodes is a row
+    rows, _ = expert_rows(train_set, EpisodeSettings(max_turns=40, history_turns=1), limit=2)
+    warm_start(root / "init", [r["messages"] for r in rows], root / "model", steps=LORA_WARM_STEPS, seed=0)
+    data = build_dataset(root / "data", train_set=train_set, val_set=val_set, limit=2)
+    return {"game": "sciworld", "root": root, "model": root / "model", **data}
+
+
+LORA_WARM_STEPS = 400  # answer loss about 6.8 -> 0.5: many turns valid, some not (T = 1 sampling)
+LORA_N = 4  # rollouts per task: a larger group than the other twins' 2, so that rewards differ in one
+# the policy must move by far more than the log-prob check's 1e-3 tolerance: a low_var_kl of 5e-5
+# (actor after step 1's updates vs the base model, averaged over step 2's tokens) is a root mean
+# square log-prob shift of about 1e-2
+MIN_STEP2_KL = 5e-5
+
+
+def test_lora_twin_trains_two_steps_with_the_adapter_synced(lora_setup, train):
+    twin = "cpu_sciworld_grpo_epo_lora"
+    rows_per_update = scaled_rows_per_update(twin, tasks=2, n=LORA_N)
+    micro = min(4, rows_per_update)
+    rows = train(lora_setup, lora_setup["root"] / "run", recipe=twin, overrides=[
+        "trainer.total_training_steps=2", "trainer.save_freq=-1", f"env.max_turns={TURNS}",
+        "data.max_prompt_length=2048", f"epo.rows_per_update={rows_per_update}",
+        f"actor_rollout_ref.rollout.n={LORA_N}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
+    ])
+    check_rows(rows, epo_on=True)
+    first, second = (row["data"] for row in rows)
+    print({k: (first.get(k), second.get(k)) for k in (
+        "epo/update/zero_adv_rows", "actor/pg_loss", "actor/kl_loss", "actor/ppo_kl",
+        "training/rollout_log_probs_diff_max", "training/rollout_log_probs_diff_mean", "env/success",
+        "epo/updates_per_step")})
+    # step 1's update is a real one: some rows have a nonzero advantage, and the loss moves the adapter
+    assert first["epo/update/zero_adv_rows"] < 1.0 and first["actor/pg_loss"] != 0.0, first
+    # the reference policy is the base model (adapter off): at step 2 the adapter trained at step 1
+    # separates the actor from it by far more than the tolerance, while vLLM (given the new adapter)
+    # still matches the actor within 1e-3
+    assert second["actor/kl_loss"] > MIN_STEP2_KL, second["actor/kl_loss"]
+    assert second["actor/kl_loss"] > first["actor/kl_loss"]
+    assert second["training/rollout_log_probs_diff_max"] < 1e-3

@@ -1,9 +1,10 @@
-"""A tiny Qwen2-architecture model and a BPE tokenizer trained on game text, for CPU runs.
+"""A tiny Qwen2- or Qwen3-architecture model and a BPE tokenizer trained on game text, for CPU runs.
 
 ``python -m verl_epo.embedded.tiny_model --corpus corpus.txt --out DIR`` trains a byte-level BPE
 tokenizer on the corpus (e.g. written by ``python -m env_adapters.corpus``), gives it a Qwen-style
 chat template (``<|im_start|>role\\n...<|im_end|>``), builds a randomly initialised
-``Qwen2ForCausalLM`` of the requested size in fp32 and saves both as an ordinary Hugging Face
+``Qwen2ForCausalLM`` (``--arch qwen3``: ``Qwen3ForCausalLM``, with its per-head q/k RMSNorm and
+explicit ``head_dim``) of the requested size in fp32 and saves both as an ordinary Hugging Face
 model directory. ``load_model_and_tokenizer`` loads that directory, or any other local one (e.g.
 Qwen2.5-3B-Instruct on a GPU machine), the same way; nothing is ever downloaded.
 """
@@ -88,12 +89,11 @@ def train_tokenizer(lines: list[str], vocab_size: int = 2000):
 VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
-def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 2,
-                intermediate: int | None = None, max_positions: int = 8192, seed: int = 0):
-    """A randomly initialised fp32 ``Qwen2ForCausalLM`` sized to the tokenizer's vocabulary."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+ARCHITECTURES = ("qwen2", "qwen3")
 
+
+def _check_heads(hidden: int, heads: int) -> int:
+    """The head size ``hidden / heads``, if it divides and vLLM's CPU attention supports it."""
     if hidden % heads:
         raise ValueError(f"--hidden {hidden} must be divisible by --heads {heads}")
     if hidden // heads not in VLLM_CPU_HEAD_SIZES:
@@ -101,9 +101,22 @@ def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 2,
             f"head size {hidden // heads} (--hidden {hidden} / --heads {heads}) is not one vLLM's CPU "
             f"attention supports {VLLM_CPU_HEAD_SIZES}: choose --heads so that hidden / heads is one of them"
         )
-    torch.manual_seed(seed)
-    eos_id = tokenizer.convert_tokens_to_ids(IM_END)
-    config = Qwen2Config(
+    return hidden // heads
+
+
+def model_config(tokenizer: Any, arch: str = "qwen2", hidden: int = 64, layers: int = 2, heads: int = 2,
+                 intermediate: int | None = None, max_positions: int = 8192) -> Any:
+    """The transformers config of a tiny ``arch`` model (``qwen2`` or ``qwen3``) for ``tokenizer``.
+
+    Qwen3 differs from Qwen2 in its attention (RMSNorm on each head's queries and keys, an explicit
+    ``head_dim``, no q/k/v bias); both tie the embeddings here, as the small Qwen models do.
+    """
+    from transformers import Qwen2Config, Qwen3Config
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"--arch {arch!r} is not one of {ARCHITECTURES}")
+    head_dim = _check_heads(hidden, heads)
+    common = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=intermediate or 4 * hidden,
@@ -113,13 +126,30 @@ def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 2,
         max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TEXT),
-        eos_token_id=eos_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
         pad_token_id=tokenizer.pad_token_id,
         dtype="float32",
     )
-    model = Qwen2ForCausalLM(config).to(torch.float32)
+    if arch == "qwen3":
+        return Qwen3Config(head_dim=head_dim, attention_bias=False, **common)
+    return Qwen2Config(**common)
+
+
+def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 2,
+                intermediate: int | None = None, max_positions: int = 8192, seed: int = 0,
+                arch: str = "qwen2"):
+    """A randomly initialised fp32 ``Qwen2ForCausalLM`` (``arch="qwen3"``: ``Qwen3ForCausalLM``)
+    sized to the tokenizer's vocabulary."""
+    import torch
+    from transformers import GenerationConfig, Qwen2ForCausalLM, Qwen3ForCausalLM
+
+    config = model_config(tokenizer, arch, hidden=hidden, layers=layers, heads=heads,
+                          intermediate=intermediate, max_positions=max_positions)
+    torch.manual_seed(seed)
+    model_class = Qwen3ForCausalLM if arch == "qwen3" else Qwen2ForCausalLM
+    model = model_class(config).to(torch.float32)
     model.generation_config = GenerationConfig(
-        eos_token_id=eos_id, pad_token_id=tokenizer.pad_token_id, do_sample=True
+        eos_token_id=config.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=True
     )
     return model
 
@@ -136,13 +166,15 @@ def save_model(model: Any, tokenizer: Any, out: str | Path, record_name: str, re
 
 
 def build_tiny_model(corpus: list[str | Path], out: str | Path, hidden: int = 64, layers: int = 2,
-                     heads: int = 2, vocab_size: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Train the tokenizer, build the model, save both to ``out``; returns a summary dict."""
+                     heads: int = 2, vocab_size: int = 2000, seed: int = 0,
+                     arch: str = "qwen2") -> dict[str, Any]:
+    """Train the tokenizer, build the ``arch`` model, save both to ``out``; returns a summary dict."""
     start = time.perf_counter()
     tokenizer = train_tokenizer(read_corpus(corpus), vocab_size=vocab_size)
-    model = build_model(tokenizer, hidden=hidden, layers=layers, heads=heads, seed=seed)
+    model = build_model(tokenizer, hidden=hidden, layers=layers, heads=heads, seed=seed, arch=arch)
     summary = {
         "out": str(out),
+        "architecture": type(model).__name__,
         "vocab_size": len(tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
         "hidden": hidden,
@@ -184,9 +216,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--heads", type=int, default=2, help="attention heads")
     parser.add_argument("--vocab-size", type=int, default=2000, help="tokenizer vocabulary size")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="qwen2",
+                        help="model architecture: Qwen2ForCausalLM or Qwen3ForCausalLM")
     args = parser.parse_args(argv)
     summary = build_tiny_model(args.corpus, args.out, hidden=args.hidden, layers=args.layers,
-                               heads=args.heads, vocab_size=args.vocab_size, seed=args.seed)
+                               heads=args.heads, vocab_size=args.vocab_size, seed=args.seed, arch=args.arch)
     print(json.dumps(summary))
     return summary
 
