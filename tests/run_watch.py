@@ -52,13 +52,16 @@ def assert_nothing_left(marker: str, tag: str, started: float, bound: float, aft
 
 
 def weight_sync_socket(out: Path) -> str:
-    """The weight-sync socket a finished run used (from its log), checked to be named the same on
-    the trainer side and the vLLM side, with this Ray cluster's token before the job id."""
+    """The weight-sync socket a finished run used (from its log; rank 0's where each rank of a
+    tensor-parallel replica has one), checked to be named the same on the trainer side and the vLLM
+    side, with this Ray cluster's token before the job id."""
     log = (out / "train.log").read_text()
     sender = set(re.findall(r"weight-sync socket \(trainer side\): (\S+)", log))
     receiver = set(re.findall(r"weight-sync socket job id \(vLLM side\): (\S+)", log))
-    assert len(sender) == 1 and len(receiver) == 1, f"one socket per side expected: {sender} {receiver}"
-    (path,), (job,) = sender, receiver
+    # one trainer-side socket per rank of a replica (two with tensor parallelism 2), one job id
+    assert sender and len(receiver) == 1, f"trainer sockets and one vLLM job id expected: {sender} {receiver}"
+    (job,) = receiver
     assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", job), f"no cluster token in the vLLM side's job id {job}"
-    assert f"rl-colocate-zmq-{job}-replica-" in path, f"the two sides disagree: {path} vs job id {job}"
-    return path
+    for path in sender:
+        assert f"rl-colocate-zmq-{job}-replica-" in path, f"the two sides disagree: {path} vs job id {job}"
+    return min(sender)

