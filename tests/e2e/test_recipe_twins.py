@@ -70,8 +70,8 @@ def test_cpu_twin_trains_two_steps_at_the_papers_schedule(game_setup, train, pos
     rows_per_update = scaled_rows_per_update(twin, tasks=2, n=2)
     ablated = [f"ablation={ablation}"] if ablation else []
     config = compose.compose_recipe(twin, ["actor_rollout_ref.model.path=/m", *ablated])
-    # micro-batches no larger than an update: the trainer pads every update to a multiple of each
-    # micro-batch size, and padding beyond the real rows leaves whole updates without a token
+    # micro-batches no larger than an update: every update is a multiple of each micro-batch size,
+    # so larger ones would make the trainer lower the update count (updates_with_real_rows)
     micro = min(4, rows_per_update)
     rows = train(game_setup, game_setup["root"] / f"{twin}-{ablation}", recipe=twin, overrides=[
         "trainer.total_training_steps=2", "trainer.save_freq=-1", f"env.max_turns={TURNS}",
