@@ -34,3 +34,26 @@ def test_one_switch_turns_a_verl_recipe_into_epo():
     assert get_trainer_cls(config.trainer.v1.trainer_mode) is EPOTrainer
     epo = load_epo_config(config)
     assert epo.enable and epo.alpha == 0.1 and epo.entropy_coef == 1e-3
+
+
+def test_multi_node_launch_composes(tmp_path):
+    """The README's multi-node launch (``bash recipes/run.sh ...``) composes and passes every
+    check run.sh makes before it starts anything, over all its nodes' GPUs."""
+    import shlex
+    import sys
+
+    from verl_epo.embedded.tiny_model import build_tiny_model
+
+    sys.path.insert(0, str(README.parent / "recipes"))
+    import compose
+
+    section = README.read_text().split("## Running on a multi-node cluster", 1)[1].split("\n## ", 1)[0]
+    launches = [shlex.split(line)[2:] for line in section.splitlines() if line.startswith("bash recipes/run.sh ")]
+    assert launches, "no launch command in the README's multi-node section"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["look around", "open door to kitchen", "take apple"] * 30))
+    build_tiny_model([corpus], tmp_path / "model", vocab_size=300)
+    for recipe, *overrides in launches:
+        config = compose.compose_recipe(recipe, overrides)
+        assert config.trainer.nnodes == 2 and config.ray_kwargs.ray_init.address == "auto", overrides
+        compose.check_recipe(config, stand_in_model=str(tmp_path / "model"))

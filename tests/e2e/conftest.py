@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from run_watch import assert_nothing_left, weight_sync_socket
@@ -95,3 +96,10 @@ def train():
 def nothing_left():
     """``check(tag, started)``: no process and no /dev/shm segment of the run with ``tag`` is left."""
     return lambda tag, started: assert_nothing_left(MARKER, tag, started, CLEAN_BOUND)
+
+
+@pytest.fixture(scope="session")
+def launch():
+    """For a test that launches verl itself: ``recipes`` folder, ``small`` (the e2e sizes), the run
+    ``marker`` variable and the ``clean_bound``."""
+    return SimpleNamespace(recipes=RECIPES, small=SMALL, marker=MARKER, clean_bound=CLEAN_BOUND)

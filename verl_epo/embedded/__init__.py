@@ -25,6 +25,8 @@ What :func:`activate` does (each item is one obstacle stock verl or vLLM hits on
     (:func:`.verl_patches.patch_weight_sync_socket`).
 12. verl's five "<engine> engine is not available" warnings (torchtitan, veomni, automodel,
     mindspeed, megatron; only FSDP is used) are ignored in every process (:mod:`.engine_warnings`).
+13. each vLLM replica logs, once per weight version, the trainer step whose weights it generates
+    with and its Ray node (:func:`.verl_patches.patch_weight_version_log`).
 
 Patches of modules most processes never import wait for that import (:mod:`.import_hooks`).
 

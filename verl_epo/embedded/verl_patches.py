@@ -245,6 +245,38 @@ def patch_weight_sync_socket() -> None:
     after_import(RECEIVER_MODULE, _receiver_socket)
 
 
+def _log_weight_versions(module: Any) -> None:
+    cls = module.vLLMHttpServer
+    original = cls.generate
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    async def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen = self.__dict__.setdefault("_verl_epo_weight_versions", set())
+        if self.global_steps not in seen:
+            seen.add(self.global_steps)
+            import ray
+
+            logger.info("rollout replica %s on node %s generates with the weights of step %s", self.replica_rank,
+                        ray.get_runtime_context().get_node_id(), self.global_steps)
+        return await original(self, *args, **kwargs)
+
+    cls.generate = _mark(generate)
+
+
+def patch_weight_version_log() -> None:
+    """Each vLLM replica logs, once per weight version, that it generates with it.
+
+    verl tags a replica's weights with the trainer step of the last weight sync that reached it
+    (``set_global_steps`` at the end of ``ServerAdapter.update_weights``). The line names the
+    replica, its Ray node and that step, so a run with several replicas shows which of them served
+    each step's rollout, and with which weights; together with the batch-wide rollout-vs-actor
+    log-prob gap this checks every replica's weight sync (tests/e2e/test_train_two_nodes.py).
+    """
+    after_import(RECEIVER_MODULE, _log_weight_versions)
+
+
 def apply_all() -> None:
     patch_process_group_backend()
     patch_model_config()
@@ -254,3 +286,4 @@ def apply_all() -> None:
     patch_logprob_gap_metrics()
     patch_value_model_attention()
     patch_weight_sync_socket()
+    patch_weight_version_log()
