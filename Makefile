@@ -52,7 +52,8 @@ doctor: install
 test: install lint doctor
 	$(VENV)/bin/python -m pytest -q tests
 
-# every CPU twin and variant of the GPU recipes trains 2 steps (~25 min on 2 cores; CI runs it after `make test`)
+# every CPU twin and variant of the GPU recipes trains 2 steps, and the real-Qwen-vocabulary and two-Ray-node
+# trainings (~40 min on 2 cores; CI runs it after `make test`)
 test-recipes: install
 	$(VENV)/bin/python -m pytest -q tests -m recipes
 
