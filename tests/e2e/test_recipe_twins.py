@@ -52,6 +52,19 @@ def scaled_rows_per_update(twin: str, tasks: int, n: int) -> int:
     return max(1, round(gpu.epo.rows_per_update * tasks * n * TURNS / gpu_rows))
 
 
+def schedule_overrides(twin: str, tasks: int = 2, n: int = 2) -> list[str]:
+    """2 steps of ``TURNS``-turn episodes at the twin's GPU update schedule scaled to ``tasks x n``
+    episodes, with micro-batches no larger than an update: every update is a multiple of each
+    micro-batch size, so larger ones would make the trainer lower the update count
+    (``updates_with_real_rows``)."""
+    rows_per_update = scaled_rows_per_update(twin, tasks, n)
+    micro = min(4, rows_per_update)
+    return ["trainer.total_training_steps=2", "trainer.save_freq=-1", f"env.max_turns={TURNS}",
+            "data.max_prompt_length=2048", f"epo.rows_per_update={rows_per_update}",
+            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
+            f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}"]
+
+
 def check_rows(rows: list[dict], epo_on: bool) -> None:
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
@@ -70,15 +83,10 @@ def test_cpu_twin_trains_two_steps_at_the_papers_schedule(game_setup, train, pos
     rows_per_update = scaled_rows_per_update(twin, tasks=2, n=2)
     ablated = [f"ablation={ablation}"] if ablation else []
     config = compose.compose_recipe(twin, ["actor_rollout_ref.model.path=/m", *ablated])
-    # micro-batches no larger than an update: every update is a multiple of each micro-batch size,
-    # so larger ones would make the trainer lower the update count (updates_with_real_rows)
-    micro = min(4, rows_per_update)
+    micro = min(4, rows_per_update)  # as schedule_overrides sets the actor's
     rows = train(game_setup, game_setup["root"] / f"{twin}-{ablation}", recipe=twin, overrides=[
-        "trainer.total_training_steps=2", "trainer.save_freq=-1", f"env.max_turns={TURNS}",
-        "data.max_prompt_length=2048", f"epo.rows_per_update={rows_per_update}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
-        f"critic.model.path={game_setup['model']}", f"critic.ppo_micro_batch_size_per_gpu={micro}", *ablated,
+        *schedule_overrides(twin), f"critic.model.path={game_setup['model']}",
+        f"critic.ppo_micro_batch_size_per_gpu={micro}", *ablated,
     ])
     check_rows(rows, epo_on=config.epo.enable)
     for row in rows:
@@ -116,14 +124,7 @@ def qwen3_setup(tmp_path_factory):
 
 def test_qwen3_twin_trains_two_steps(qwen3_setup, train):
     twin = "cpu_alfworld_grpo_epo_qwen3_4b"
-    rows_per_update = scaled_rows_per_update(twin, tasks=2, n=2)
-    micro = min(4, rows_per_update)
-    rows = train(qwen3_setup, qwen3_setup["root"] / "run", recipe=twin, overrides=[
-        "trainer.total_training_steps=2", "trainer.save_freq=-1", f"env.max_turns={TURNS}",
-        "data.max_prompt_length=2048", f"epo.rows_per_update={rows_per_update}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
-    ])
+    rows = train(qwen3_setup, qwen3_setup["root"] / "run", recipe=twin, overrides=schedule_overrides(twin))
     check_rows(rows, epo_on=True)
     log = (qwen3_setup["root"] / "run" / "train.log").read_text()
     assert "Qwen3ForCausalLM contains" in log, "verl's actor did not build a Qwen3ForCausalLM"
@@ -161,21 +162,11 @@ MIN_STEP2_KL = 5e-5
 
 def test_lora_twin_trains_two_steps_with_the_adapter_synced(lora_setup, train):
     twin = "cpu_sciworld_grpo_epo_lora"
-    rows_per_update = scaled_rows_per_update(twin, tasks=2, n=LORA_N)
-    micro = min(4, rows_per_update)
     rows = train(lora_setup, lora_setup["root"] / "run", recipe=twin, overrides=[
-        "trainer.total_training_steps=2", "trainer.save_freq=-1", f"env.max_turns={TURNS}",
-        "data.max_prompt_length=2048", f"epo.rows_per_update={rows_per_update}",
-        f"actor_rollout_ref.rollout.n={LORA_N}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
+        *schedule_overrides(twin, n=LORA_N), f"actor_rollout_ref.rollout.n={LORA_N}",
     ])
     check_rows(rows, epo_on=True)
     first, second = (row["data"] for row in rows)
-    print({k: (first.get(k), second.get(k)) for k in (
-        "epo/update/zero_adv_rows", "actor/pg_loss", "actor/kl_loss", "actor/ppo_kl",
-        "training/rollout_log_probs_diff_max", "training/rollout_log_probs_diff_mean", "env/success",
-        "epo/updates_per_step")})
     # step 1's update is a real one: some rows have a nonzero advantage, and the loss moves the adapter
     assert first["epo/update/zero_adv_rows"] < 1.0 and first["actor/pg_loss"] != 0.0, first
     # the reference policy is the base model (adapter off): at step 2 the adapter trained at step 1
