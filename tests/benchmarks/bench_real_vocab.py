@@ -29,6 +29,12 @@ SIZES = {"hidden": 32, "layers": 2, "heads": 1}
 TIMINGS = ["timing_s/step", "timing_s/gen", "timing_s/old_log_prob", "timing_s/update_actor",
            "timing_s/update_weights"]
 MEMORY = ["peak_rss_sum_gib", "peak_rss_largest_gib"]
+# the e2e tests' batch (2 tasks x 2 rollouts, micro-batches of 4): at the benchmark's default batch
+# one step with the real vocabulary took 647 s on 2 cores
+BATCH = ["data.train_batch_size=2", "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+         "env.history_turns=1", "data.max_prompt_length=256"]
 
 
 def prepare(root: Path) -> dict[str, dict[str, Path]]:
@@ -66,7 +72,7 @@ def main() -> None:
         for rnd in range(args.rounds):
             for name, setup in setups.items():
                 memory: dict[str, float] = {}
-                for data in run_rows(setup, root / f"{name}{rnd}", ["epo.enable=true"], args.steps, memory):
+                for data in run_rows(setup, root / f"{name}{rnd}", ["epo.enable=true", *BATCH], args.steps, memory):
                     for key in TIMINGS:
                         times[name][key].append(data[key])
                 for key in MEMORY:
