@@ -52,17 +52,18 @@ def scaled_rows_per_update(twin: str, tasks: int, n: int) -> int:
     return max(1, round(gpu.epo.rows_per_update * tasks * n * TURNS / gpu_rows))
 
 
-def schedule_overrides(twin: str, tasks: int = 2, n: int = 2) -> list[str]:
+def schedule_overrides(twin: str, tasks: int = 2, n: int = 2, critic: Path | None = None) -> list[str]:
     """2 steps of ``TURNS``-turn episodes at the twin's GPU update schedule scaled to ``tasks x n``
-    episodes, with micro-batches no larger than an update: every update is a multiple of each
-    micro-batch size, so larger ones would make the trainer lower the update count
-    (``updates_with_real_rows``)."""
+    episodes (with ``critic``, that model as the critic), with micro-batches no larger than an
+    update: every update is a multiple of each micro-batch size, so larger ones would make the
+    trainer lower the update count (``updates_with_real_rows``)."""
     rows_per_update = scaled_rows_per_update(twin, tasks, n)
     micro = min(4, rows_per_update)
+    critic_overrides = [f"critic.model.path={critic}", f"critic.ppo_micro_batch_size_per_gpu={micro}"] if critic else []
     return ["trainer.total_training_steps=2", "trainer.save_freq=-1", f"env.max_turns={TURNS}",
             "data.max_prompt_length=2048", f"epo.rows_per_update={rows_per_update}",
             f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
-            f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}"]
+            f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}", *critic_overrides]
 
 
 def check_rows(rows: list[dict], epo_on: bool) -> None:
@@ -83,10 +84,8 @@ def test_cpu_twin_trains_two_steps_at_the_papers_schedule(game_setup, train, pos
     rows_per_update = scaled_rows_per_update(twin, tasks=2, n=2)
     ablated = [f"ablation={ablation}"] if ablation else []
     config = compose.compose_recipe(twin, ["actor_rollout_ref.model.path=/m", *ablated])
-    micro = min(4, rows_per_update)  # as schedule_overrides sets the actor's
     rows = train(game_setup, game_setup["root"] / f"{twin}-{ablation}", recipe=twin, overrides=[
-        *schedule_overrides(twin), f"critic.model.path={game_setup['model']}",
-        f"critic.ppo_micro_batch_size_per_gpu={micro}", *ablated,
+        *schedule_overrides(twin, critic=game_setup["model"]), *ablated,
     ])
     check_rows(rows, epo_on=config.epo.enable)
     for row in rows:
