@@ -219,10 +219,9 @@ class ExitCleanup:
             # a driver of a cluster started with `ray start`: the job's vLLM processes on this node
             # are the raylet's, ended some seconds after the job; wait for what holds the
             # segments made since this run started (a concurrent run's too, for at most the bound)
-            holders = {pid for name, pids in segment_holders().items()
-                       if name in {path.name for path in segments(self.started, settle_s=0.0)}
-                       for pid in pids}
-            _wait_for(_processes(holders), EXIT_WAIT_S)
+            ours = {path.name for path in segments(self.started, settle_s=0.0)}
+            holders = {pid for name, pids in segment_holders().items() if name in ours for pid in pids}
+            _wait_for(_processes(holders - {os.getpid()}), EXIT_WAIT_S)
         remove_orphaned_segments(self.started, wait_to_settle=True)
 
     def on_sigterm(self, signum: int, frame: Any) -> None:
