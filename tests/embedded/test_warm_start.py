@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from verl_epo.embedded.tiny_model import build_tiny_model, load_model_and_tokenizer
-from verl_epo.embedded.warm_start import IGNORE, evaluate_loss, main, read_rows, tokenize_row, warm_start
+from verl_epo.embedded.warm_start import (
+    IGNORE,
+    answer_loss,
+    collate,
+    evaluate_loss,
+    main,
+    read_rows,
+    tokenize_row,
+    warm_start,
+)
 
 
 def chat(sign, action):
@@ -42,6 +51,21 @@ def test_labels_cover_the_answer_and_end_of_turn_only(model_dir):
     answer = [t for t in labels if t != IGNORE]
     assert tok.decode(answer) == "<action>go east</action><|im_end|>"
     assert answer[-1] == tok.eos_token_id and ids[len(prompt):] == answer
+
+
+def test_answer_loss_equals_the_cross_entropy_of_the_full_logits(model_dir):
+    """Only the answer positions go through the output layer; the loss and its gradient are those
+    of the model's full (bs, len, vocab) logits with the prompt masked out."""
+    model, tok = load_model_and_tokenizer(model_dir)
+    input_ids, mask, labels = collate([tokenize_row(tok, m) for m in ROWS], tok.pad_token_id)
+    logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
+    full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=IGNORE)
+    full_grad = torch.autograd.grad(full, model.lm_head.weight)[0]
+    loss = answer_loss(model, input_ids, mask, labels)
+    grad = torch.autograd.grad(loss, model.lm_head.weight)[0]
+    assert torch.allclose(loss, full, atol=1e-6), (loss, full)
+    assert torch.allclose(grad, full_grad, atol=1e-7)
 
 
 def test_a_few_steps_lower_the_answer_loss_and_the_directory_reloads(model_dir, tmp_path):
