@@ -97,18 +97,17 @@ def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int):
 def answer_loss(model: Any, input_ids, mask, labels):
     """Mean next-token cross-entropy over the answer tokens of the batch (a scalar tensor).
 
-    Only the positions that predict an answer token go through the output layer (``(answer
-    tokens, vocab)`` logits, not ``(bs, len, vocab)``): answers are a few tokens of each row, so at
-    Qwen's 151,936-row vocabulary this is most of the step's time and memory saved. The logits are
-    the output embedding of the decoder's last hidden states, as in a Qwen / Llama causal LM (no
-    logit scaling or soft-capping)."""
+    The model computes logits only at the positions where some row predicts an answer token
+    (transformers' ``logits_to_keep``: ``(bs, positions, vocab)``, not ``(bs, len, vocab)``), through
+    its own output head (any logit scaling or soft-capping included). Answers are a few tokens of each
+    row, so at Qwen's 151,936-row vocabulary this is most of the step's time and memory saved."""
     import torch.nn.functional as F
 
     target = labels[:, 1:]  # (bs, len-1): the token each position predicts
-    keep = target != IGNORE
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, :-1]
-    logits = model.get_output_embeddings()(hidden[keep]).float()  # (answer tokens, vocab)
-    return F.cross_entropy(logits, target[keep])
+    positions = (target != IGNORE).any(dim=0).nonzero().squeeze(1)  # (positions,)
+    logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=positions).logits.float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target[:, positions].reshape(-1),
+                           ignore_index=IGNORE)
 
 
 def evaluate_loss(model: Any, tokenizer: Any, rows: Sequence[Messages], batch_size: int = DEFAULT_BATCH) -> float:
