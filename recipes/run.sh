@@ -41,13 +41,15 @@ if [[ ! -f "$RECIPES/$RECIPE.yaml" ]]; then
 fi
 
 # an absolute root, so every Ray worker (and every node) writes to the same place; an ablation
-# gets its own experiment name (and output folder) unless the user names one
+# gets its own experiment name (and output folder) unless the user names one; several ablations
+# at once (ablation=[rloo,gspo]) are named rloo+gspo
 ROOT="${VERL_EPO_ROOT:-$REPO/outputs}"
 DEFAULTS=("++recipe.root=$ROOT")
 for arg in "${USER_OVERRIDES[@]+"${USER_OVERRIDES[@]}"}"; do
     case "$arg" in
         ablation=*|+ablation=*)
-            DEFAULTS+=("trainer.experiment_name=${RECIPE}_${arg#*=}_seed\${recipe.seed}") ;;
+            name="${arg#*=}"; name="${name#[}"; name="${name%]}"; name="${name//,/+}"
+            DEFAULTS+=("trainer.experiment_name=${RECIPE}_${name}_seed\${recipe.seed}") ;;
     esac
 done
 OVERRIDES=("${DEFAULTS[@]}" "${USER_OVERRIDES[@]+"${USER_OVERRIDES[@]}"}")

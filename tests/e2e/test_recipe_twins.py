@@ -5,7 +5,9 @@ rollout (``make test-recipes``; recipes/README.md lists which test runs which re
   ``test_train_games.py``) on the real games, at the paper's update schedule scaled to the test's
   batch. Independent checks share a training: three baseline twins train with one of verl's own
   entropy controls (the EPO-off ablations clip_cov, kl_cov, entropy_bonus).
-- RLOO, REINFORCE++, GSPO and Dr. GRPO with EPO on (``ablation=<variant>``) on the synthetic game.
+- RLOO, REINFORCE++, GSPO and Dr. GRPO with EPO on (``ablation=<variant>``) on the synthetic game;
+  RLOO's advantage and GSPO's loss are independent settings and share one training
+  (``ablation=[rloo,gspo]``), Dr. GRPO stays with GRPO's advantage, whose std it drops.
 - The Qwen3 twin (``cpu_alfworld_grpo_epo_qwen3_4b``) on a tiny ``Qwen3ForCausalLM`` (head_dim 32).
 - The LoRA twin (``cpu_sciworld_grpo_epo_lora``): verl's LoRA actor, vLLM's LoRA, the adapter synced
   after every update, the reference policy the base model with the adapter off. Its model is
@@ -23,13 +25,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig, OmegaConf
 from test_train_cpu import EPO_KEYS
 from test_train_games import (
     GAMES,
     game_setup,  # noqa: F401  (the per-game model and data fixture)
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes"))
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+sys.path.insert(0, str(RECIPES))
 import compose  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.recipes]  # make test-recipes; 2-4 min a training on 2 cores
@@ -41,7 +45,8 @@ TWINS = {
                  ("cpu_sciworld_ppo", "entropy_bonus")],
     "alfworld": [("cpu_alfworld_ppo_epo", None), ("cpu_alfworld_grpo", "kl_cov"), ("cpu_alfworld_ppo", None)],
 }
-ESTIMATORS = ["rloo", "reinforce_plus_plus", "gspo", "dr_grpo"]
+# estimator / loss variants, one training each; a pair selects both ablations (Hydra's multi-select)
+ESTIMATORS = [("rloo", "gspo"), ("reinforce_plus_plus",), ("dr_grpo",)]
 
 
 def scaled_rows_per_update(twin: str, tasks: int, n: int) -> int:
@@ -64,6 +69,14 @@ def schedule_overrides(twin: str, tasks: int = 2, n: int = 2, critic: Path | Non
             "data.max_prompt_length=2048", f"epo.rows_per_update={rows_per_update}",
             f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
             f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}", *critic_overrides]
+
+
+def leaves(node: DictConfig, prefix: str = "") -> dict:
+    """A config's leaf values by dotted key."""
+    out = {}
+    for key, value in node.items():
+        out.update(leaves(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else {f"{prefix}{key}": value})
+    return out
 
 
 def check_rows(rows: list[dict], epo_on: bool) -> None:
@@ -96,10 +109,17 @@ def test_cpu_twin_trains_two_steps_at_the_papers_schedule(game_setup, train, pos
             assert math.isfinite(data["critic/vf_loss"])
 
 
-@pytest.mark.parametrize("variant", ESTIMATORS)
-def test_estimator_variant_trains_with_epo(tiny_setup, train, variant):
-    rows = train(tiny_setup, tiny_setup["root"] / f"variant-{variant}", overrides=[
-        "trainer.total_training_steps=2", "trainer.save_freq=-1", f"ablation={variant}",
+@pytest.mark.parametrize("variants", ESTIMATORS, ids="+".join)
+def test_estimator_variant_trains_with_epo(tiny_setup, train, variants):
+    ablation = f"ablation=[{','.join(variants)}]"
+    config = compose.compose_recipe("cpu_synthetic", ["actor_rollout_ref.model.path=/m", ablation])
+    for variant in variants:  # every setting of each selected variant is in the run's config
+        settings = OmegaConf.load(RECIPES / "ablation" / f"{variant}.yaml")
+        for key, value in leaves(settings).items():
+            assert OmegaConf.select(config, key) == value, (variant, key)
+    assert config.epo.enable
+    rows = train(tiny_setup, tiny_setup["root"] / f"variant-{'+'.join(variants)}", overrides=[
+        "trainer.total_training_steps=2", "trainer.save_freq=-1", ablation,
     ])
     check_rows(rows, epo_on=True)
 

@@ -102,19 +102,6 @@ def test_updates_per_step_one_makes_each_update_on_policy(straight_run, tiny_set
         assert data["epo/update/grad_norm_total"] == pytest.approx(data["actor/grad_norm"], rel=1e-4)
 
 
-def test_ppo_with_critic_and_epo_one_step(tiny_setup, train):
-    out = tiny_setup["root"] / "ppo"
-    rows = train(tiny_setup, out, overrides=[
-        "algorithm.adv_estimator=gae", "critic.enable=true",  # the recipe is GRPO's (base/grpo: no critic)
-        "trainer.total_training_steps=1", "trainer.save_freq=-1",
-        f"critic.model.path={tiny_setup['model']}", "critic.ppo_micro_batch_size_per_gpu=4",
-        "critic.model.use_remove_padding=false", "critic.optim.lr=1e-4",
-    ])
-    data = rows[0]["data"]
-    assert math.isfinite(data["critic/vf_loss"]) and math.isfinite(data["actor/pg_loss"])
-    assert "epo/trajectory_entropy" in data
-
-
 @pytest.mark.slow  # two FSDP ranks and two vLLM tensor-parallel workers on 2 cores
 def test_tensor_parallel_two_over_two_fsdp_ranks(tiny_setup, train):
     from verl_epo.embedded.tiny_model import build_tiny_model

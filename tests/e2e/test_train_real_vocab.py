@@ -1,5 +1,6 @@
 """GRPO + EPO on CPU with the real Qwen vocabulary: the offline Qwen tokenizer and a tiny model with
-Qwen2.5's 151,936 embedding rows (same sizes, warm start and run as the small-vocabulary e2e tests).
+Qwen2.5's 151,936 embedding rows (same sizes, warm start and run as the small-vocabulary e2e tests,
+in 3-turn episodes).
 
 verl's entropy with gradient, the rollout's sampling and the weight sync then run over the full
 vocabulary, which is where EPO's memory goes on GPU; docs/benchmarks.md compares the two runs.
@@ -18,6 +19,7 @@ from test_train_cpu import EPO_KEYS
 pytestmark = [pytest.mark.slow, pytest.mark.recipes]  # make test-recipes
 
 GAP = 5e-3  # rollout vs actor log-prob tolerance; the test says why
+TURNS = 3
 SIZES = {"hidden": 32, "layers": 2, "heads": 1}  # the shared e2e model's (conftest.tiny_setup)
 
 
@@ -45,7 +47,9 @@ def real_vocab_model(root: Path, seed: int = 0) -> Path:
 def real_vocab_run(tiny_setup, train):
     root = tiny_setup["root"] / "real_vocab"
     setup = {**tiny_setup, "model": real_vocab_model(root)}
-    rows = train(setup, root / "run", overrides=["trainer.total_training_steps=2", "trainer.save_freq=-1"])
+    # 3 turns, not the e2e tests' 6: the update (22 ms a token over 151,936 rows) is most of the run
+    rows = train(setup, root / "run", overrides=["trainer.total_training_steps=2", "trainer.save_freq=-1",
+                                                  f"env.max_turns={TURNS}"])
     return setup, root / "run", rows
 
 
@@ -63,9 +67,9 @@ def test_grpo_epo_trains_with_the_qwen_vocabulary(real_vocab_run):
     assert 0 < first["epo/batch_entropy"] < 0.5 * math.log(151936), first["epo/batch_entropy"]
     # The rollout's log-probs equal the actor's up to GAP: the rows past the tokenizer's 151,646 ids
     # are -inf in verl's vLLM rollout but part of the actor's softmax, so their mass is a gap of its
-    # own (measured 2026-12-07: 7.6e-4 at step 1, 1.8e-3 at step 2, after the update raised the
+    # own (measured 2026-12-07, 3-turn episodes: 5.7e-4 at step 1, 1.4e-3 at step 2, after the update raised the
     # entropy over all 151,936 rows). Step 2 samples with the weights synced after update 1, which
-    # moved the policy far more than GAP (entropy 1.75 -> 3.56 nats; every episode failed, so EPO's
+    # moved the policy far more than GAP (entropy 1.67 -> 3.91 nats; every episode failed, so EPO's
     # terms alone made Adam's step): a missed sync would show.
     for row in rows:
         gap = row["data"]["training/rollout_log_probs_diff_max"]

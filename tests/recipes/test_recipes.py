@@ -30,6 +30,7 @@ README = RECIPES / "README.md"
 
 
 def _load_compose():
+    sys.path.insert(0, str(RECIPES))  # compose.py imports recipe_checks beside it
     spec = importlib.util.spec_from_file_location("recipes_compose", RECIPES / "compose.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -345,15 +346,15 @@ def test_readme_commands_compose_and_pass(stand_in_model):
 def test_run_sh_dry_run(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", VERL_EPO_ROOT=str(tmp_path))
     proc = subprocess.run(
-        ["bash", str(RECIPES / "run.sh"), "--dry-run", "alfworld_grpo_epo", "ablation=no_beta",
+        ["bash", str(RECIPES / "run.sh"), "--dry-run", "alfworld_grpo_epo", "ablation=[no_beta,ref_window]",
          "recipe.seed=3"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    for expected in ("trainer_mode: epo", "name: vllm", "alpha: 0.1", "use_phase_weight: false",
-                     "experiment_name: alfworld_grpo_epo_no_beta_seed3",
-                     f"default_local_dir: {tmp_path}/runs/alfworld_grpo_epo_no_beta_seed3/checkpoints",
+    for expected in ("trainer_mode: epo", "name: vllm", "alpha: 0.1", "use_phase_weight: false", "mode: window",
+                     "experiment_name: alfworld_grpo_epo_no_beta+ref_window_seed3",  # two ablations at once
+                     f"default_local_dir: {tmp_path}/runs/alfworld_grpo_epo_no_beta+ref_window_seed3/checkpoints",
                      "updates per step (epo.rows_per_update=2048",
                      "50 turns per episode:   6400 turn rows -> 4 optimizer updates of ~1600 rows",
                      "checks passed (verl validate_config, EPO on)"):
