@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may wait on the network
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
