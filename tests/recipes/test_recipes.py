@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 README = RECIPES / "README.md"
