@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig, OmegaConf
+from config_tree import flatten
+from omegaconf import OmegaConf
 from test_train_cpu import EPO_KEYS
 from test_train_games import (
     GAMES,
@@ -71,14 +72,6 @@ def schedule_overrides(twin: str, tasks: int = 2, n: int = 2, critic: Path | Non
             f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}", *critic_overrides]
 
 
-def leaves(node: DictConfig, prefix: str = "") -> dict:
-    """A config's leaf values by dotted key."""
-    out = {}
-    for key, value in node.items():
-        out.update(leaves(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else {f"{prefix}{key}": value})
-    return out
-
-
 def check_rows(rows: list[dict], epo_on: bool) -> None:
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
@@ -114,8 +107,8 @@ def test_estimator_variant_trains_with_epo(tiny_setup, train, variants):
     ablation = f"ablation=[{','.join(variants)}]"
     config = compose.compose_recipe("cpu_synthetic", ["actor_rollout_ref.model.path=/m", ablation])
     for variant in variants:  # every setting of each selected variant is in the run's config
-        settings = OmegaConf.load(RECIPES / "ablation" / f"{variant}.yaml")
-        for key, value in leaves(settings).items():
+        settings = OmegaConf.to_container(OmegaConf.load(RECIPES / "ablation" / f"{variant}.yaml"))
+        for key, value in flatten(settings).items():
             assert OmegaConf.select(config, key) == value, (variant, key)
     assert config.epo.enable
     rows = train(tiny_setup, tiny_setup["root"] / f"variant-{'+'.join(variants)}", overrides=[

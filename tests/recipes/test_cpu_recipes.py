@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from config_tree import flatten
 from omegaconf import OmegaConf
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -21,16 +22,6 @@ CPU_RECIPES = [n for n in compose.recipe_names() if n.startswith("cpu_")]
 GPU_TWIN = {cpu: compose.gpu_twin(cpu) for cpu in CPU_RECIPES if compose.gpu_twin(cpu) is not None}
 # what a twin may set beyond base/cpu.yaml: sizes only (every other key it writes restates its GPU recipe)
 SIZE_KEYS = ("epo.rows_per_update", "trainer.experiment_name")
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted key -> leaf value (lists are leaves)."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def written(path: Path) -> set[str]:

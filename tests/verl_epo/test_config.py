@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from config_tree import flatten
 from conftest import compose_verl
 from omegaconf import open_dict
 
@@ -270,16 +271,9 @@ def readme_table(title: str) -> dict[str, str]:
     return rows
 
 
-def flat(settings: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in settings.items():
-        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
 def test_every_epo_key_is_in_the_readme_with_its_default():
     documented = readme_table("`epo:`")
-    defaults = flat(EPOConfig().to_dict())
+    defaults = flatten(EPOConfig().to_dict())
     assert sorted(documented) == sorted(defaults), "README's epo: table and EPOConfig list different keys"
     for key, value in defaults.items():
         assert yaml.safe_load(documented[key]) == value, f"README says epo.{key} defaults to {documented[key]}"
