@@ -8,7 +8,8 @@ rollout (``make test-recipes``; recipes/README.md lists which test runs which re
 - RLOO, REINFORCE++, GSPO and Dr. GRPO with EPO on (``ablation=<variant>``) on the synthetic game;
   RLOO's advantage and GSPO's loss are independent settings and share one training
   (``ablation=[rloo,gspo]``), Dr. GRPO stays with GRPO's advantage, whose std it drops.
-- The Qwen3 twin (``cpu_alfworld_grpo_epo_qwen3_4b``) on a tiny ``Qwen3ForCausalLM`` (head_dim 32).
+- The Qwen3 twins (``cpu_sciworld_grpo_epo_qwen3_8b``, ``cpu_alfworld_grpo_epo_qwen3_4b``) on a tiny
+  ``Qwen3ForCausalLM`` (head_dim 32).
 - The LoRA twin (``cpu_sciworld_grpo_epo_lora``): verl's LoRA actor, vLLM's LoRA, the adapter synced
   after every update, the reference policy the base model with the adapter off. Its model is
   warm-started on a few expert turns so that rewards differ within a group at step 1: the first
@@ -117,25 +118,30 @@ def test_estimator_variant_trains_with_epo(tiny_setup, train, variants):
     check_rows(rows, epo_on=True)
 
 
-@pytest.fixture(scope="module")
-def qwen3_setup(tmp_path_factory):
-    """A random tiny Qwen3ForCausalLM (head_dim 32) with a tokenizer trained on ALFWorld's text, and
-    2 games of data."""
+# the Qwen3 recipes' twins, one per game
+QWEN3_TWINS = {"sciworld": "cpu_sciworld_grpo_epo_qwen3_8b", "alfworld": "cpu_alfworld_grpo_epo_qwen3_4b"}
+
+
+@pytest.fixture(scope="module", params=sorted(QWEN3_TWINS))
+def qwen3_setup(request, tmp_path_factory):
+    """A random tiny Qwen3ForCausalLM (head_dim 32) with a tokenizer trained on the game's text, and
+    2 tasks of data."""
     from env_adapters.corpus import write_corpus
     from env_adapters.dataset import build_dataset
     from verl_epo.embedded.tiny_model import build_tiny_model
 
-    _, train_set, val_set = GAMES["alfworld"]
-    root = tmp_path_factory.mktemp("qwen3")
-    write_corpus(["alfworld"], root / "corpus.txt", episodes=3, max_steps=10)
+    game = request.param
+    _, train_set, val_set = GAMES[game]
+    root = tmp_path_factory.mktemp(f"qwen3-{game}")
+    write_corpus([game], root / "corpus.txt", episodes=3, max_steps=10)
     summary = build_tiny_model([root / "corpus.txt"], root / "model", hidden=32, layers=2, heads=1, arch="qwen3")
     assert summary["architecture"] == "Qwen3ForCausalLM"
     data = build_dataset(root / "data", train_set=train_set, val_set=val_set, limit=2)
-    return {"game": "alfworld", "root": root, "model": root / "model", **data}
+    return {"game": game, "root": root, "model": root / "model", **data}
 
 
 def test_qwen3_twin_trains_two_steps(qwen3_setup, train):
-    twin = "cpu_alfworld_grpo_epo_qwen3_4b"
+    twin = QWEN3_TWINS[qwen3_setup["game"]]
     rows = train(qwen3_setup, qwen3_setup["root"] / "run", recipe=twin, overrides=schedule_overrides(twin))
     check_rows(rows, epo_on=True)
     log = (qwen3_setup["root"] / "run" / "train.log").read_text()
