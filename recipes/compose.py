@@ -46,8 +46,6 @@ def _extends_ppo_trainer(path: Path) -> bool:
 
 # the CPU twins of the GPU recipes are cpu_<recipe>.yaml, except these two older names (make demo's)
 _TWIN_NAMES = {"cpu_sciworld": "sciworld_grpo_epo", "cpu_alfworld": "alfworld_grpo_epo"}
-# GPU recipes whose CPU twin is not written yet (recipes/README.md, "CPU twins")
-WITHOUT_CPU_TWIN: tuple[str, ...] = ()
 
 
 def gpu_twin(cpu: str) -> str | None:

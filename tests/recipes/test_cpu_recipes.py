@@ -59,9 +59,9 @@ def cpu_defaults(cpu: str) -> list[str]:
     return [d for d in defaults if isinstance(d, str) and d.startswith("base/cpu")]
 
 
-def test_every_gpu_recipe_has_a_cpu_twin_or_is_listed_as_without_one():
+def test_every_gpu_recipe_has_a_cpu_twin():
     gpu = set(compose.recipe_names(include_cpu=False))
-    assert set(GPU_TWIN.values()) | set(compose.WITHOUT_CPU_TWIN) == gpu
+    assert set(GPU_TWIN.values()) == gpu, f"GPU recipes without a CPU twin: {sorted(gpu - set(GPU_TWIN.values()))}"
 
 
 @pytest.mark.parametrize("cpu", sorted(GPU_TWIN))
